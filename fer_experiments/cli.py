@@ -1,0 +1,150 @@
+"""`fer-exp`: the command line. The only place that knows about click and exit codes.
+
+A mistake the user can make (bad path, value, model, URI) is reported as one line naming the
+problem and the fix, with exit code 2; set FER_DEBUG=1 for the full traceback.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+import click
+
+from . import config as cfgmod
+from . import models
+
+USER_ERRORS = (ValueError, FileNotFoundError, OSError, KeyError)
+
+
+def user_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as exc:
+            if os.environ.get("FER_DEBUG"):
+                raise
+            from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+            kind = "error" if isinstance(exc, (ValueError, MlflowException)) else type(exc).__name__
+            msg = (str(exc).strip().splitlines() or [repr(exc)])[0]
+            click.echo(f"{kind}: {msg}", err=True)
+            sys.exit(2)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Facial-emotion recognition experiments on FER-2013, tracked in MLflow."""
+
+
+def _config_options(fn):
+    """One click option per TrainConfig field; None = not given, so presets can fill it."""
+    helps = {
+        "model": f"registered architecture: {', '.join(models.list_models())}",
+        "data": "FER-2013 folder (train/, test/), fer2013.csv(.gz), 'synthetic' or 'synthetic:N' [synthetic]",
+        "aug_strength": "0..1, one knob for all augmentations; 0.5 = the notebook's ImageDataGenerator [model default]",
+        "unfreeze": "top backbone blocks to fine-tune (transfer models); 0 = frozen feature extractor",
+        "weights": "transfer models: imagenet | none | path to a local weights file",
+        "limit": "keep at most N images per split (smoke runs); 0 = all",
+    }
+    defaults = cfgmod.TrainConfig()
+    for f in reversed(list(cfgmod.fields(cfgmod.TrainConfig))):
+        default = getattr(defaults, f.name)
+        text = helps.get(f.name, f.name.replace("_", " "))
+        opt = click.option(f"--{f.name}", f.name, default=None, metavar=f.type.split(" ")[0].upper(),
+                           help=f"{text} [default: {default if default is not None else 'model default'}]")
+        fn = opt(fn)
+    return fn
+
+
+@main.command()
+@_config_options
+@click.option("--experiment", "preset", default=None,
+              help="named preset in experiments/ (or a .yaml path); explicit options override it")
+@click.option("--mlflow-experiment", default=None,
+              help="MLflow experiment [fer2013, or fer2013-synthetic for synthetic data]")
+@click.option("--resume", "resume_run_id", default=None, help="continue a killed run (its MLflow run id)")
+@user_errors
+def train(preset, mlflow_experiment, resume_run_id, **options):
+    """Train one registered model and record it in MLflow."""
+    from . import tracking, training  # noqa: PLC0415 — TensorFlow import only when needed
+
+    if resume_run_id:
+        cfg = cfgmod.TrainConfig(**tracking.run_config(resume_run_id)).validate()
+    else:
+        cfg = cfgmod.build_config(preset, **options)
+    result = training.train(cfg, experiment=mlflow_experiment, resume_run_id=resume_run_id)
+    shown = {k: v for k, v in result.metrics.items() if k.endswith(("accuracy", "macro_f1"))}
+    click.echo(f"run {result.run_id} finished: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
+    click.echo(f"model: {result.model_uri}")
+
+
+@main.command()
+@click.argument("model_uri")
+@click.option("--data", default="synthetic", show_default=True, help="dataset to evaluate on (folder, CSV, synthetic)")
+@click.option("--split", "splits", multiple=True, help="split(s) to evaluate [all of val/test present]")
+@click.option("--mlflow-experiment", default=None, help="MLflow experiment for the evaluation run")
+@click.option("--no-log", is_flag=True, help="print only; record nothing in MLflow")
+@user_errors
+def evaluate(model_uri, data, splits, mlflow_experiment, no_log):
+    """Evaluate a logged model (models:/…, runs:/…) or a .keras file on a dataset."""
+    from . import evaluation  # noqa: PLC0415
+
+    for line in evaluation.evaluate(model_uri, data, splits=splits, experiment=mlflow_experiment, log=not no_log):
+        click.echo(line)
+
+
+@main.group()
+def data():
+    """Inspect, generate and convert FER-2013-format datasets."""
+
+
+@data.command("inspect")
+@click.argument("source", default="synthetic")
+@click.option("--val-fraction", default=0.1, show_default=True, type=float)
+@user_errors
+def data_inspect(source, val_fraction):
+    """Per-split, per-class image counts of SOURCE."""
+    import pandas as pd  # noqa: PLC0415
+
+    from . import data as fer_data  # noqa: PLC0415
+
+    ds = fer_data.load_dataset(source, val_fraction=val_fraction)
+    table = pd.DataFrame(ds.counts()).T
+    table["total"] = table.sum(axis=1)
+    click.echo(f"{ds.name} ({ds.kind}{', SYNTHETIC' if ds.synthetic else ''}) digest {ds.digest}\n{ds.source}")
+    click.echo(table.to_string())
+    for note in ds.notes:
+        click.echo(f"note: {note}")
+
+
+@data.command("synthetic")
+@click.argument("out")
+@click.option("--n", default=4000, show_default=True, type=click.IntRange(min=70), help="images in total")
+@click.option("--seed", default=0, show_default=True, type=int)
+@user_errors
+def data_synthetic(out, n, seed):
+    """Write the synthetic FER-format faces to OUT in the Kaggle folder layout."""
+    from . import data as fer_data  # noqa: PLC0415
+
+    click.echo(f"wrote {fer_data.write_synthetic(out, n=n, seed=seed)}")
+
+
+@data.command("convert")
+@click.argument("source")
+@click.argument("dest")
+@user_errors
+def data_convert(source, dest):
+    """Folder layout → fer2013.csv(.gz), or fer2013.csv(.gz) → folder layout (by SOURCE's kind)."""
+    from . import data as fer_data  # noqa: PLC0415
+
+    if os.path.isdir(source):
+        click.echo(f"wrote {fer_data.folder_to_csv(source, dest)}")
+    else:
+        click.echo(f"wrote {fer_data.csv_to_folder(source, dest)}")
+
+
+if __name__ == "__main__":
+    main()

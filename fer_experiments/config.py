@@ -1,0 +1,148 @@
+"""The one typed place for a run's settings, and the named presets in `experiments/`.
+
+Precedence, lowest first: the defaults below < the model's own defaults (``models.MODELS[...]
+.defaults``, e.g. ``custom_aug`` → ``aug_strength=0.5``) < an experiment preset < explicit values.
+Unknown keys are errors everywhere (presets, overrides), never silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import yaml
+
+EXPERIMENTS_DIR = Path(os.environ.get("FER_EXPERIMENTS_DIR", Path(__file__).resolve().parent.parent / "experiments"))
+
+
+class ConfigError(ValueError):
+    """A setting the user gave is wrong; the message is one line naming it and the fix."""
+
+
+@dataclass
+class TrainConfig:
+    model: str = "custom_aug"
+    data: str = "synthetic"          # folder, fer2013.csv(.gz), "synthetic" or "synthetic:N"
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "adam"          # adam | adamw | sgd (Nesterov momentum 0.9)
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0        # only used by adamw / sgd
+    dropout: float = 0.3
+    aug_strength: float | None = None  # None → the model's default (custom 0, custom_aug 0.5)
+    erasing: bool = False            # random erasing, scaled by aug_strength
+    unfreeze: int = 0                # top backbone blocks trainable (transfer models only)
+    weights: str = "imagenet"        # imagenet | none | path to a local weights file
+    image_size: int | None = None    # backbone input size (transfer models); None → model default
+    val_fraction: float = 0.1        # validation carved from train when the data has no validation split
+    class_weight: str = "none"       # none | balanced (FER-2013 is imbalanced: disgust is 1.5 % of train)
+    patience: int = 8                # EarlyStopping on val_accuracy, best weights restored
+    lr_patience: int = 3             # ReduceLROnPlateau on val_accuracy
+    lr_factor: float = 0.5
+    seed: int = 42
+    limit: int = 0                   # >0: keep at most this many images per split (smoke runs)
+    register: str = ""               # non-empty: register the logged model under this name
+
+    def validate(self) -> "TrainConfig":
+        from . import models  # noqa: PLC0415 — registry lookups only
+
+        spec = models.get_spec(self.model)  # raises UnknownModelError with the known names
+        checks = [
+            (self.epochs >= 1, "epochs", "must be a positive integer"),
+            (self.batch_size >= 1, "batch_size", "must be a positive integer"),
+            (0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1), e.g. 0.001"),
+            (0 <= self.weight_decay < 1, "weight_decay", "must be in [0, 1)"),
+            (0 <= self.dropout < 1, "dropout", "must be in [0, 1), e.g. 0.3"),
+            (self.aug_strength is None or 0 <= self.aug_strength <= 1, "aug_strength", "must be in [0, 1]"),
+            (0 <= self.unfreeze <= len(spec.blocks), "unfreeze",
+             f"must be in 0..{len(spec.blocks)} for {self.model}"),
+            (self.image_size is None or self.image_size >= 32, "image_size", "must be >= 32"),
+            (0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1), e.g. 0.1"),
+            (self.optimizer in ("adam", "adamw", "sgd"), "optimizer", "must be adam, adamw or sgd"),
+            (self.class_weight in ("none", "balanced"), "class_weight", "must be none or balanced"),
+            (self.patience >= 1 and self.lr_patience >= 1, "patience", "patience values must be >= 1"),
+            (0 < self.lr_factor < 1, "lr_factor", "must be in (0, 1)"),
+            (self.limit >= 0, "limit", "must be >= 0 (0 = no limit)"),
+        ]
+        for ok, key, why in checks:
+            if not ok:
+                raise ConfigError(f"{key}={getattr(self, key)!r} is out of range: it {why}")
+        return self
+
+    def resolved(self) -> "TrainConfig":
+        """Fill model-dependent defaults (aug_strength, image_size) from the model registry."""
+        from . import models  # noqa: PLC0415
+
+        spec = models.get_spec(self.model)
+        out = dataclasses.replace(self)
+        for key in ("aug_strength", "image_size"):
+            if getattr(out, key) is None:
+                setattr(out, key, spec.defaults.get(key, 0.0 if key == "aug_strength" else None))
+        return out
+
+    @property
+    def synthetic(self) -> bool:
+        return self.data.split(":")[0] == "synthetic"
+
+
+FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+# Chosen per run, never by a recipe (and declared in MLproject, whose logged values must stay true).
+RUN_LEVEL = {"data", "seed"}
+
+
+def coerce(key: str, value):
+    """Turn a string (from a CLI, a preset or MLflow) into the field's type."""
+    if key not in FIELD_TYPES:
+        raise ConfigError(f"unknown setting '{key}': known settings are {', '.join(FIELD_TYPES)}")
+    if value is None or not isinstance(value, str):
+        return value
+    kind = FIELD_TYPES[key]
+    try:
+        if "None" in kind and value.lower() in ("", "none", "auto"):
+            return None
+        if kind.startswith("int"):
+            return int(float(value))
+        if kind.startswith("float"):
+            return float(value)
+        if kind == "bool":
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+    except ValueError:
+        raise ConfigError(f"{key}={value!r} is not a valid {kind.replace(' | None', '')}") from None
+    return value
+
+
+def list_experiments() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
+
+
+def load_experiment(name: str) -> dict:
+    """Read `experiments/<name>.yaml` (or a path to a YAML file); unknown keys are errors."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else EXPERIMENTS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown experiment '{name}': choose one of {', '.join(list_experiments())} "
+                          f"or pass a path to a .yaml preset")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"experiment file {path} is not valid YAML ({str(exc).splitlines()[0]}): fix its syntax") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"experiment file {path} must be a mapping of setting: value")
+    run_level = sorted(set(values) & RUN_LEVEL)
+    if run_level:
+        raise ConfigError(f"experiment file {path} sets {', '.join(run_level)}: a preset describes a recipe; "
+                          f"remove it and pass it on the command line (--data/--seed, -P data=/-P seed=)")
+    unknown = sorted(set(values) - set(FIELD_TYPES))
+    if unknown:
+        raise ConfigError(f"experiment file {path} has unknown key(s) {', '.join(unknown)}: "
+                          f"known settings are {', '.join(FIELD_TYPES)}")
+    return {k: coerce(k, v) for k, v in values.items()}
+
+
+def build_config(experiment: str | None = None, **overrides) -> TrainConfig:
+    """Defaults < preset < explicit overrides (None means 'not given'), then validated."""
+    values = load_experiment(experiment) if experiment and experiment != "none" else {}
+    values.update({k: coerce(k, v) for k, v in overrides.items() if v is not None})
+    return TrainConfig(**values).validate()

@@ -1,0 +1,39 @@
+"""`fer-exp evaluate`: a logged model (or `.keras` file) on any dataset, recorded like training.
+
+Works on a folder the model has never seen, including one that holds only a `test/` split.
+"""
+from __future__ import annotations
+
+from . import data as fer_data
+from . import tracking
+from .metrics import evaluate_split
+
+
+def evaluate(model_uri: str, data: str, *, splits=(), experiment: str | None = None, log: bool = True):
+    """Evaluate and (optionally) record one run; yields printable lines."""
+    ds = fer_data.load_dataset(data)
+    chosen = list(splits) or [s for s in ("val", "test") if s in ds.splits]
+    missing = [s for s in chosen if s not in ds.splits]
+    if missing or not chosen:
+        raise fer_data.DataError(f"data '{data}' has no split(s) {', '.join(missing) or 'val/test'}: "
+                                 f"it has {', '.join(ds.splits)}; pass --split with one of those")
+    model = tracking.load_model(model_uri)  # before any run starts: a bad URI leaves nothing behind
+    results = [evaluate_split(model, s, ds.splits[s].x, ds.splits[s].y) for s in chosen]
+    if log:
+        tags = {tracking.SYNTHETIC_TAG: str(ds.synthetic).lower(), "fer.dataset": ds.name,
+                "fer.evaluated_model": model_uri, "fer.run_kind": "evaluation"}
+        name = f"evaluate-{'synthetic' if ds.synthetic else ds.name}"
+        with tracking.active_run(experiment=experiment or tracking.experiment_name_for(ds.synthetic),
+                                 run_name=name, tags=tags) as run:
+            tracking.log_params({"model_uri": model_uri, "data": data})
+            tracking.log_dataset(ds)
+            for ev in results:
+                tracking.log_evaluation(ev, f"{model_uri} on {ds.name} — {ev.split}")
+        yield f"evaluation run {run.info.run_id}"
+    yield f"dataset {ds.name}{' (SYNTHETIC)' if ds.synthetic else ''}: " + \
+        ", ".join(f"{s} {len(ds.splits[s].y)} images" for s in chosen)
+    for ev in results:
+        m = ev.metrics()
+        yield (f"{ev.split}: accuracy {m[f'{ev.split}_accuracy']:.4f}  macro-F1 {m[f'{ev.split}_macro_f1']:.4f}"
+               f"  flip-TTA accuracy {m[f'{ev.split}_tta_flip_accuracy']:.4f}")
+        yield ev.report()

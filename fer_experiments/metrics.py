@@ -1,0 +1,103 @@
+"""Metrics of a trained model on one split: scikit-learn metrics and matplotlib figures.
+
+Pure computation (no tracking): `tracking.log_evaluation` records what this returns, so `train`
+and `evaluate` record the very same thing.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures go to files / MLflow, never to a screen
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.metrics import (ConfusionMatrixDisplay, accuracy_score, classification_report,  # noqa: E402
+                             confusion_matrix, f1_score, precision_recall_fscore_support)
+
+from .data import CLASSES  # noqa: E402
+
+LABELS = list(range(len(CLASSES)))
+
+
+@dataclass
+class SplitEvaluation:
+    split: str
+    y_true: np.ndarray
+    probs: np.ndarray
+    extra: dict = field(default_factory=dict)  # e.g. TTA accuracies, logged next to the plain ones
+
+    @property
+    def y_pred(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat metric dict, keys prefixed with the split: ``test_accuracy``, ``test_f1_happy`` …"""
+        p, r, f, _ = precision_recall_fscore_support(self.y_true, self.y_pred, labels=LABELS, zero_division=0)
+        out = {
+            f"{self.split}_accuracy": float(accuracy_score(self.y_true, self.y_pred)),
+            f"{self.split}_macro_f1": float(f1_score(self.y_true, self.y_pred, labels=LABELS,
+                                                     average="macro", zero_division=0)),
+        }
+        for i, name in enumerate(CLASSES):
+            out[f"{self.split}_precision_{name}"] = float(p[i])
+            out[f"{self.split}_recall_{name}"] = float(r[i])
+            out[f"{self.split}_f1_{name}"] = float(f[i])
+        out.update({f"{self.split}_{k}": float(v) for k, v in self.extra.items()})
+        return out
+
+    def confusion(self) -> np.ndarray:
+        return confusion_matrix(self.y_true, self.y_pred, labels=LABELS)
+
+    def confusion_json(self) -> str:
+        """The confusion matrix as data: rows = true class, columns = predicted, with class names."""
+        return json.dumps({"split": self.split, "labels": list(CLASSES),
+                           "matrix": self.confusion().tolist()}, indent=1)
+
+    def report(self) -> str:
+        return classification_report(self.y_true, self.y_pred, labels=LABELS, target_names=list(CLASSES),
+                                     digits=4, zero_division=0)
+
+    def confusion_figure(self, title: str = ""):
+        fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+        for ax, norm, label in ((axes[0], None, "counts"), (axes[1], "true", "row-normalised")):
+            ConfusionMatrixDisplay.from_predictions(
+                self.y_true, self.y_pred, labels=LABELS, display_labels=list(CLASSES), normalize=norm,
+                values_format="d" if norm is None else ".2f", ax=ax, colorbar=False, cmap="Blues",
+                xticks_rotation=45)
+            ax.set_title(f"{self.split} — {label}")
+        fig.suptitle(title or f"Confusion matrix ({self.split})")
+        fig.tight_layout()
+        return fig
+
+
+def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    return np.asarray(model.predict(x.astype("float32"), batch_size=batch_size, verbose=0))
+
+
+def evaluate_split(model, split: str, x: np.ndarray, y: np.ndarray, *, tta: bool = True) -> SplitEvaluation:
+    """Plain evaluation, plus horizontal-flip test-time augmentation logged beside it (never instead)."""
+    probs = predict(model, x)
+    extra = {}
+    if tta:
+        flipped = predict(model, x[:, :, ::-1, :])
+        extra["tta_flip_accuracy"] = float(accuracy_score(y, ((probs + flipped) / 2).argmax(axis=1)))
+    return SplitEvaluation(split=split, y_true=np.asarray(y), probs=probs, extra=extra)
+
+
+def curves_figure(history: pd.DataFrame, title: str = ""):
+    """Training curves (loss and accuracy, train vs validation) from the per-epoch history."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key in zip(axes, ("loss", "accuracy")):
+        for col, style in ((key, "-"), (f"val_{key}", "--")):
+            if col in history:
+                ax.plot(history["epoch"] + 1, history[col], style, label=col)
+        ax.set_xlabel("epoch")
+        ax.set_title(key)
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,198 @@
+"""Everything MLflow, in one place: runs, params, epoch metrics, datasets, evaluations, models.
+
+MLflow's own defaults apply: with no MLFLOW_TRACKING_URI the store is `sqlite:///mlflow.db` with
+artifacts in `./mlruns/`, which is what `mlflow ui` with no arguments shows.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.models import infer_signature
+
+from . import data as fer_data
+from .metrics import SplitEvaluation
+
+SYNTHETIC_TAG = "fer.synthetic"
+
+
+def experiment_name_for(dataset_is_synthetic: bool) -> str:
+    # Synthetic runs live apart from real ones so a comparison never mixes them up.
+    return "fer2013-synthetic" if dataset_is_synthetic else "fer2013"
+
+
+def _raise_keyboard_interrupt(signum, frame):  # SIGTERM (mlflow run's Ctrl-C, kill) → run ends KILLED
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def active_run(*, experiment: str, run_name: str, tags: dict, resume_run_id: str | None = None,
+               parent_run_id: str | None = None):
+    """Start (or continue) a run and always end it: FINISHED, FAILED on error, KILLED on interrupt.
+
+    Inside `mlflow run`, MLFLOW_RUN_ID names the run MLflow created: we continue it rather than
+    starting a second, orphaned one. `resume_run_id` continues a run that was killed mid-training.
+    """
+    env_run = os.environ.get("MLFLOW_RUN_ID")
+    if resume_run_id:
+        run = mlflow.start_run(run_id=resume_run_id)
+    elif env_run:
+        run = mlflow.start_run(run_id=env_run)
+    else:
+        mlflow.set_experiment(experiment)
+        run = mlflow.start_run(run_name=run_name, parent_run_id=parent_run_id, nested=parent_run_id is not None)
+    mlflow.set_tags({**tags, "mlflow.runName": run_name} if env_run else tags)
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if _main_thread() else None
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    import threading  # noqa: PLC0415
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def log_params(params: dict) -> None:
+    """Log params, skipping keys the run already holds (e.g. the `-P` values `mlflow run` logged,
+    or a resumed run's own params): MLflow params are immutable, and those values are the explicit
+    ones, which the resolved config keeps by construction."""
+    run = mlflow.active_run()
+    existing = mlflow.get_run(run.info.run_id).data.params
+    fresh = {k: _fmt(v) for k, v in params.items() if k not in existing}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def _fmt(value) -> str:
+    return "none" if value is None else str(value)
+
+
+def log_dataset(ds: fer_data.Dataset) -> None:
+    """Each split as an MLflow dataset input (name, digest, source) with its per-class counts."""
+    counts = ds.counts()
+    for split, part in ds.splits.items():
+        dataset = mlflow.data.from_numpy(part.x[:1], targets=part.y[:1], source=ds.source,
+                                         name=f"{ds.name}-{split}", digest=f"{ds.digest}-{split}"[:36])
+        mlflow.log_input(dataset, context=split, tags={"counts": json.dumps(counts[split]),
+                                                       "images": str(len(part.y)), "synthetic": str(ds.synthetic)})
+    mlflow.log_dict({"name": ds.name, "kind": ds.kind, "source": ds.source, "digest": ds.digest,
+                     "synthetic": ds.synthetic, "counts": counts, "notes": ds.notes}, "data/dataset.json")
+    log_params({"dataset": ds.name, "dataset_digest": ds.digest, "dataset_kind": ds.kind,
+                **{f"n_{split}": len(part.y) for split, part in ds.splits.items()}})
+
+
+class EpochLogger(keras.callbacks.Callback):
+    """Per-epoch metrics with step = epoch: Keras's logs plus learning rate, seconds, images/s."""
+
+    def __init__(self, n_train: int):
+        super().__init__()
+        self.n_train = n_train
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.perf_counter() - self._t0
+        metrics = {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v)}
+        metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        metrics["epoch_seconds"] = seconds
+        metrics["images_per_second"] = self.n_train / max(seconds, 1e-9)
+        mlflow.log_metrics(metrics, step=epoch)
+
+
+def log_evaluation(ev: SplitEvaluation, title: str = "") -> dict[str, float]:
+    metrics = ev.metrics()
+    mlflow.log_metrics(metrics)
+    base = f"evaluation/{ev.split}"
+    mlflow.log_text(ev.confusion_json(), f"{base}/confusion_matrix.json")
+    mlflow.log_text(ev.report(), f"{base}/classification_report.txt")
+    fig = ev.confusion_figure(title)
+    mlflow.log_figure(fig, f"{base}/confusion_matrix.png")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    plt.close(fig)
+    return metrics
+
+
+def log_figure(fig, path: str) -> None:
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    mlflow.log_figure(fig, path)
+    plt.close(fig)
+
+
+def log_model_files(model: keras.Model, x_example: np.ndarray, *, file_stem: str, register: str = "") -> str:
+    """The Keras 3 flavour (with a signature), the plain `.keras` file, a summary and a diagram.
+    Returns the logged model's URI (``models:/m-…``)."""
+    example = x_example[:2].astype("float32")
+    signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
+    info = mlflow.keras.log_model(model, name="model", signature=signature, input_example=example,
+                                  registered_model_name=register or None)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{file_stem}.keras"
+        model.save(path)
+        mlflow.log_artifact(str(path), "keras")
+        lines: list[str] = []
+        model.summary(print_fn=lambda s, **_: lines.append(s), expand_nested=False)
+        mlflow.log_text("\n".join(lines), "model_summary.txt")
+        diagram = Path(tmp) / "architecture.png"
+        try:
+            keras.utils.plot_model(model, to_file=str(diagram), show_shapes=True, expand_nested=False, dpi=72)
+            mlflow.log_artifact(str(diagram))
+        except (ImportError, OSError) as exc:  # pydot/graphviz missing: skip, say so, keep going
+            warnings.warn(f"architecture diagram skipped ({exc}); install graphviz to get it", stacklevel=2)
+    return info.model_uri
+
+
+def load_model(uri: str) -> keras.Model:
+    """A logged model (``models:/…``, ``runs:/…``) or a ``.keras`` file."""
+    if uri.endswith(".keras") and "://" not in uri and ":/" not in uri:
+        return keras.saving.load_model(uri)
+    return mlflow.keras.load_model(uri)
+
+
+def log_config(config: dict) -> None:
+    mlflow.log_dict(config, "config.json")
+
+
+def set_tag(key: str, value: str) -> None:
+    mlflow.set_tag(key, value)
+
+
+def log_history(history_csv: Path, curves_fig) -> None:
+    """The per-epoch history as CSV (what the notebook kept in `.log` files) and its curves."""
+    mlflow.log_artifact(str(history_csv), "history")
+    log_figure(curves_fig, "history/training_curves.png")
+
+
+def log_summary(summary: dict, all_metrics: dict) -> None:
+    mlflow.log_metrics(summary)
+    mlflow.log_text(json.dumps(all_metrics, indent=1, sort_keys=True), "evaluation/metrics.json")
+
+
+def run_config(run_id: str) -> dict:
+    """The resolved config a run was started with (to resume it)."""
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.json")
+    return json.loads(Path(path).read_text())

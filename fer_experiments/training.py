@@ -1,0 +1,144 @@
+"""The one trainer: `train`, `tune` and the benchmarks all call `train(cfg)`.
+
+data → registered model (+ augmentation in front of it) → Keras `fit` on in-memory arrays →
+evaluation of validation and test → everything recorded in MLflow through `tracking`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+from sklearn.utils.class_weight import compute_class_weight
+
+from . import augment, models, tracking
+from . import data as fer_data
+from .config import TrainConfig
+from .metrics import curves_figure, evaluate_split
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    model_uri: str
+    metrics: dict
+    model: keras.Model
+    epochs_run: int
+
+
+def backup_dir(run_id: str) -> Path:
+    """Per-run checkpoint for `keras.callbacks.BackupAndRestore`: a killed run resumes from here."""
+    return fer_data.default_cache_dir() / "backups" / run_id
+
+
+def shrink(ds: fer_data.Dataset, limit: int, seed: int) -> fer_data.Dataset:
+    """Keep at most `limit` images per split (a seeded random subset): the smoke-run switch."""
+    if not limit:
+        return ds
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for name, part in ds.splits.items():
+        keep = np.sort(rng.permutation(len(part.y))[:limit])
+        splits[name] = fer_data.Split(part.x[keep], part.y[keep])
+    return dataclasses.replace(ds, splits=splits, notes=[*ds.notes, f"limited to {limit} images per split"])
+
+
+def build_model(cfg: TrainConfig) -> tuple[keras.Model, augment.AugParams]:
+    net = models.create_model(cfg.model, dropout=cfg.dropout, unfreeze=cfg.unfreeze, weights=cfg.weights,
+                              image_size=cfg.image_size)
+    aug = augment.resolve(cfg.aug_strength, erasing=cfg.erasing)
+    augmenter = augment.build_augmenter(cfg.aug_strength, erasing=cfg.erasing, seed=cfg.seed)
+    if augmenter is None:
+        return net, aug
+    # Augmentation runs batched inside the graph and is inactive at inference, so the saved model
+    # predicts exactly like `net`.
+    inputs = keras.Input(models.INPUT_SHAPE, name="pixels")
+    model = keras.Model(inputs, net(augmenter(inputs)), name=f"{cfg.model}_with_augmentation")
+    return model, aug
+
+
+def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(cfg.learning_rate, momentum=0.9, nesterov=True,
+                                    weight_decay=cfg.weight_decay or None)
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay)
+    return keras.optimizers.Adam(cfg.learning_rate)
+
+
+def class_weights(cfg: TrainConfig, y: np.ndarray) -> dict | None:
+    if cfg.class_weight != "balanced":
+        return None
+    present = np.unique(y)
+    weights = compute_class_weight("balanced", classes=present, y=y)
+    return {int(c): float(w) for c, w in zip(present, weights)}
+
+
+def run_name(cfg: TrainConfig, ds: fer_data.Dataset) -> str:
+    return f"{cfg.model}-{'synthetic' if ds.synthetic else ds.name}"
+
+
+def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resume_run_id: str | None = None,
+          parent_run_id: str | None = None, extra_tags: dict | None = None, verbose: int = 2) -> TrainResult:
+    """Train `cfg` and record it in MLflow. `callbacks` are extra Keras callbacks (e.g. Optuna pruning)."""
+    cfg = cfg.resolved()
+    keras.utils.set_random_seed(cfg.seed)
+    ds = fer_data.load_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    ds = shrink(ds, cfg.limit, cfg.seed)
+    for needed in ("train", "val"):
+        if needed not in ds.splits:
+            raise fer_data.DataError(f"data '{cfg.data}' has no {needed} split: training needs train/ "
+                                     f"(validation is carved from it); use `fer-exp evaluate` for a test-only folder")
+    model, aug = build_model(cfg)  # before the run: a bad model or weights leaves no run behind
+    tags = {tracking.SYNTHETIC_TAG: str(ds.synthetic).lower(), "fer.model": cfg.model, "fer.dataset": ds.name,
+            **(extra_tags or {})}
+    with tracking.active_run(experiment=experiment or tracking.experiment_name_for(ds.synthetic),
+                             run_name=run_name(cfg, ds), tags=tags, resume_run_id=resume_run_id,
+                             parent_run_id=parent_run_id) as run:
+        run_id = run.info.run_id
+        tracking.log_config(dataclasses.asdict(cfg))
+        tracking.log_params({**dataclasses.asdict(cfg), **{f"aug_{k}": v for k, v in dataclasses.asdict(aug).items()},
+                             **models.param_counts(model), "keras_backend": keras.backend.backend()})
+        tracking.log_dataset(ds)
+        model.compile(optimizer=make_optimizer(cfg), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        history_csv = backup_dir(run_id) / "history.csv"
+        history_csv.parent.mkdir(parents=True, exist_ok=True)
+        fit_callbacks = [
+            # Backup first, so a run killed after an epoch's metrics were logged resumes after it.
+            keras.callbacks.BackupAndRestore(str(backup_dir(run_id) / "checkpoint")),
+            keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.patience, restore_best_weights=True,
+                                          mode="max"),
+            keras.callbacks.ReduceLROnPlateau("val_accuracy", factor=cfg.lr_factor, patience=cfg.lr_patience,
+                                              mode="max", min_lr=1e-6),
+            keras.callbacks.CSVLogger(str(history_csv), append=True),
+            tracking.EpochLogger(len(ds.splits["train"].y)),
+            *callbacks,
+        ]
+        train_split, val_split = ds.splits["train"], ds.splits["val"]
+        history = model.fit(train_split.x.astype("float32"), train_split.y, batch_size=cfg.batch_size,
+                            epochs=cfg.epochs, validation_data=(val_split.x.astype("float32"), val_split.y),
+                            class_weight=class_weights(cfg, train_split.y), callbacks=fit_callbacks,
+                            verbose=verbose)
+        metrics = _log_results(cfg, ds, model, history_csv)
+        model_uri = tracking.log_model_files(model, val_split.x, file_stem=cfg.model, register=cfg.register)
+        tracking.set_tag("fer.model_uri", model_uri)
+        shutil.rmtree(backup_dir(run_id), ignore_errors=True)
+        return TrainResult(run_id, model_uri, metrics, model, len(history.epoch))
+
+
+def _log_results(cfg: TrainConfig, ds: fer_data.Dataset, model: keras.Model, history_csv: Path) -> dict:
+    metrics: dict = {}
+    for split in ("val", "test"):
+        if split in ds.splits:
+            ev = evaluate_split(model, split, ds.splits[split].x, ds.splits[split].y)
+            metrics.update(tracking.log_evaluation(ev, f"{cfg.model} on {ds.name} — {split}"))
+    history = pd.read_csv(history_csv)
+    summary = {"epochs_run": float(len(history)), "best_val_accuracy": float(history["val_accuracy"].max())}
+    tracking.log_history(history_csv, curves_figure(history, f"{cfg.model} on {ds.name}"))
+    tracking.log_summary(summary, all_metrics={**metrics, **summary})
+    return {**metrics, **summary}

@@ -1,0 +1,125 @@
+"""The command line as a user meets it: `fer-exp` and `mlflow run .`, bad input included."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import SMALL_DATA, all_runs
+
+from fer_experiments import data as fer_data
+from fer_experiments.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_help_lists_commands_and_models():
+    out = invoke("--help").output
+    assert all(cmd in out for cmd in ("train", "evaluate", "data"))
+    train_help = invoke("train", "--help").output
+    assert "custom_aug" in train_help and "resnet50" in train_help and "--aug_strength" in train_help
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--data", "/nonexistent/fer"], "does not exist"),
+    (["--model", "alexnet"], "unknown model 'alexnet'"),
+    (["--dropout", "1.5"], "dropout=1.5 is out of range"),
+    (["--epochs", "-3"], "epochs=-3 is out of range"),
+    (["--epochs", "many"], "epochs='many' is not a valid int"),
+    (["--experiment", "nope"], "unknown experiment 'nope'"),
+    (["--model", "resnet50", "--weights", "/nonexistent/w.h5", "--image_size", "32"], "/nonexistent/w.h5"),
+])
+def test_bad_input_is_one_line_and_leaves_no_run(store, args, needle):
+    result = CliRunner().invoke(main, ["train", "--data", SMALL_DATA, "--epochs", "1", *args])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.output
+    assert all(r.info.status != "RUNNING" for r in all_runs())
+    assert not all_runs()  # rejected before any run was created
+
+
+def test_unknown_preset_key_is_an_error(store, tmp_path):
+    preset = tmp_path / "typo.yaml"
+    preset.write_text("model: custom\nlerning_rate: 0.01\n")
+    result = CliRunner().invoke(main, ["train", "--experiment", str(preset)])
+    assert result.exit_code == 2 and "unknown key(s) lerning_rate" in result.output
+
+
+def test_bad_image_fails_before_training(store, tmp_path):
+    root = fer_data.write_synthetic(tmp_path / "faces", n=140, seed=1)
+    victim = next((root / "train" / "happy").iterdir())
+    victim.write_bytes(b"not an image")
+    result = CliRunner().invoke(main, ["train", "--data", str(root), "--epochs", "1"])
+    assert result.exit_code == 2 and victim.name in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not all_runs()
+
+
+def test_data_commands(tmp_path, data_cache):
+    out = invoke("data", "synthetic", tmp_path / "s", "--n", 300, "--seed", 3).output
+    assert "wrote" in out
+    table = invoke("data", "inspect", tmp_path / "s").output
+    assert "SYNTHETIC" in table and "happy" in table and "disgust" in table
+    invoke("data", "convert", tmp_path / "s", tmp_path / "s.csv")
+    invoke("data", "convert", tmp_path / "s.csv", tmp_path / "back")
+    a, b = fer_data.load_dataset(str(tmp_path / "s")), fer_data.load_dataset(str(tmp_path / "s.csv"))
+    assert a.counts()["test"] == b.counts()["test"]
+
+
+@pytest.mark.slow
+def test_evaluate_on_a_test_only_folder(store, small_cfg, tmp_path):
+    from fer_experiments.training import train
+
+    result = train(small_cfg, verbose=0)
+    src = fer_data.write_synthetic(tmp_path / "other", n=300, seed=7)
+    only_test = tmp_path / "only_test"
+    shutil.copytree(src / "test", only_test / "test")
+    out = invoke("evaluate", result.model_uri, "--data", only_test).output
+    assert "test: accuracy" in out
+    runs = [r for r in all_runs() if r.data.tags.get("fer.run_kind") == "evaluation"]
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    cm = json.loads(mlflow.artifacts.load_text(f"runs:/{runs[0].info.run_id}/evaluation/test/confusion_matrix.json"))
+    n_test = len(fer_data.load_dataset(str(only_test)).splits["test"].y)
+    assert np.asarray(cm["matrix"]).sum() == n_test
+    assert 0 <= runs[0].data.metrics["test_accuracy"] <= 1
+    # a .keras file works too, without logging
+    keras_file = tmp_path / "m.keras"
+    result.model.save(keras_file)
+    assert "test: accuracy" in invoke("evaluate", keras_file, "--data", only_test, "--no-log").output
+
+
+def _mlflow_run(store, *params, experiment="e2e"):
+    cmd = [shutil.which("mlflow") or "mlflow", "run", str(ROOT), "--env-manager", "local",
+           "--experiment-name", experiment]
+    for p in params:
+        cmd += ["-P", p]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_mlflow_run_end_to_end(store):
+    proc = _mlflow_run(store, "model=custom", "epochs=1", f"data={SMALL_DATA}", "experiment=custom")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = all_runs(["e2e"])  # one run: the trainer continued MLflow's, no orphan
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model"] == "custom" and run.data.params["epochs"] == "1"
+    assert run.data.params["optimizer"] == "adam" and run.data.params["aug_strength"] == "0.0"
+    client = mlflow.MlflowClient()
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0]
+    assert run.data.tags["fer.model_uri"].startswith("models:/")
+    # bad input through mlflow run: the run MLflow created ends FAILED, never RUNNING
+    bad = _mlflow_run(store, "model=alexnet", f"data={SMALL_DATA}", experiment="e2e-bad")
+    assert bad.returncode != 0 and "unknown model 'alexnet'" in bad.stderr
+    (failed,) = all_runs(["e2e-bad"])
+    assert failed.info.status == "FAILED"

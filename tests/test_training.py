@@ -1,0 +1,104 @@
+"""Real Keras training on small synthetic data, recorded in a real (temp SQLite) MLflow store."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import mlflow
+import numpy as np
+import pytest
+from conftest import SMALL_DATA, all_runs
+
+from fer_experiments import data as fer_data
+from fer_experiments.config import build_config
+from fer_experiments.training import train
+
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds",
+                 "images_per_second")
+
+
+def test_two_epoch_run_records_everything(store, small_cfg):
+    cfg = dataclasses.replace(small_cfg, model="custom_aug")
+    result = train(cfg, verbose=0)
+    client = mlflow.MlflowClient()
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["fer.synthetic"] == "true" and "synthetic" in run.info.run_name
+    for key in EPOCH_METRICS:
+        steps = [m.step for m in client.get_metric_history(result.run_id, key)]
+        assert steps == [0, 1], key
+    params = run.data.params
+    assert params["model"] == "custom_aug" and params["aug_strength"] == "0.5"
+    assert params["aug_rotation_deg"] == "20.0" and params["aug_zoom"] == "0.15"
+    assert int(params["trainable_params"]) > 0 and params["epochs"] == "2"
+    ds = fer_data.load_dataset(cfg.data, seed=cfg.seed)
+    for split in ("val", "test"):
+        cm = json.loads(mlflow.artifacts.load_text(f"runs:/{result.run_id}/evaluation/{split}/confusion_matrix.json"))
+        assert cm["labels"] == list(fer_data.CLASSES)
+        assert np.asarray(cm["matrix"]).sum() == len(ds.splits[split].y)
+        assert 0.0 <= run.data.metrics[f"{split}_accuracy"] <= 1.0
+        assert f"{split}_macro_f1" in run.data.metrics and f"{split}_recall_happy" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(result.run_id, "history")}
+    assert {"history/history.csv", "history/training_curves.png"} <= artifacts
+    assert [i.dataset.name for i in run.inputs.dataset_inputs] == [f"{ds.name}-{s}" for s in ("train", "val", "test")]
+    # The logged model reloads in both flavours and predicts what the in-memory model predicts.
+    x = ds.splits["test"].x[:16].astype("float32")
+    expected = result.model.predict(x, verbose=0)
+    assert result.model_uri.startswith("models:/")
+    np.testing.assert_allclose(mlflow.keras.load_model(result.model_uri).predict(x, verbose=0), expected, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(mlflow.pyfunc.load_model(result.model_uri).predict(x)), expected, atol=1e-5)
+    keras_file = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="keras/custom_aug.keras")
+    import keras
+
+    np.testing.assert_allclose(keras.saving.load_model(keras_file).predict(x, verbose=0), expected, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_learning_is_real(store):
+    """custom_aug on the synthetic set beats the majority-class rate by a wide margin."""
+    cfg = build_config("custom_aug", data="synthetic:3000", epochs=10, patience=10)
+    result = train(cfg, verbose=0)
+    ds = fer_data.load_dataset(cfg.data, seed=cfg.seed)
+    majority = float(np.bincount(ds.splits["val"].y).max() / len(ds.splits["val"].y))
+    assert result.metrics["best_val_accuracy"] > majority + 0.25, (result.metrics["best_val_accuracy"], majority)
+    assert result.metrics["test_accuracy"] > majority + 0.2
+
+
+KILL_AFTER_FIRST_EPOCH = textwrap.dedent("""
+    import os, signal, sys, keras
+    from fer_experiments.config import build_config
+    from fer_experiments.training import train
+
+    class Die(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            print("RUN_ID", os.environ.get("DYING_RUN", ""), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)  # a real kill, after epoch 0 was backed up and logged
+
+    cfg = build_config(None, data=sys.argv[1], epochs=3, batch_size=32, model="custom")
+    train(cfg, callbacks=[Die()], verbose=0)
+""")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_in_the_same_mlflow_run(store, tmp_path):
+    script = tmp_path / "die.py"
+    script.write_text(KILL_AFTER_FIRST_EPOCH)
+    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, str(script), SMALL_DATA], env=env, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    (run,) = all_runs()
+    assert run.info.status == "RUNNING"  # SIGKILL leaves no chance to end it: that is what resume is for
+    client = mlflow.MlflowClient()
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0]
+    out = subprocess.run([sys.executable, "-m", "fer_experiments.cli", "train", "--resume", run.info.run_id],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (again,) = all_runs()
+    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0, 1, 2]
+    assert again.data.metrics["epochs_run"] == 3
