@@ -18,6 +18,7 @@ import keras
 import mlflow
 import numpy as np
 from mlflow.models import infer_signature
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from . import data as fer_data
 from .metrics import SplitEvaluation
@@ -45,12 +46,19 @@ def active_run(*, experiment: str, run_name: str, tags: dict, resume_run_id: str
     env_run = os.environ.get("MLFLOW_RUN_ID")
     if resume_run_id:
         run = mlflow.start_run(run_id=resume_run_id)
+    elif parent_run_id:
+        # A child (an Optuna trial): created through the client, since the fluent API would pick up
+        # MLFLOW_RUN_ID (the parent, inside `mlflow run`) and the parent may be held by another process.
+        client = mlflow.MlflowClient()
+        exp_id = client.get_run(parent_run_id).info.experiment_id
+        child = client.create_run(exp_id, run_name=run_name, tags={MLFLOW_PARENT_RUN_ID: parent_run_id})
+        run = mlflow.start_run(run_id=child.info.run_id)
     elif env_run:
         run = mlflow.start_run(run_id=env_run)
     else:
         mlflow.set_experiment(experiment)
-        run = mlflow.start_run(run_name=run_name, parent_run_id=parent_run_id, nested=parent_run_id is not None)
-    mlflow.set_tags({**tags, "mlflow.runName": run_name} if env_run else tags)
+        run = mlflow.start_run(run_name=run_name)
+    mlflow.set_tags({**tags, "mlflow.runName": run_name} if env_run and not (resume_run_id or parent_run_id) else tags)
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if _main_thread() else None
     try:
         yield run
@@ -196,3 +204,8 @@ def run_config(run_id: str) -> dict:
     """The resolved config a run was started with (to resume it)."""
     path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.json")
     return json.loads(Path(path).read_text())
+
+
+def current_run_id() -> str:
+    run = mlflow.active_run()
+    return run.info.run_id if run else ""

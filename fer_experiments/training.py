@@ -110,7 +110,7 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
         history_csv.parent.mkdir(parents=True, exist_ok=True)
         fit_callbacks = [
             # Backup first, so a run killed after an epoch's metrics were logged resumes after it.
-            keras.callbacks.BackupAndRestore(str(backup_dir(run_id) / "checkpoint")),
+            keras.callbacks.BackupAndRestore(str(backup_dir(run_id) / "checkpoint"), double_checkpoint=True),
             keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.patience, restore_best_weights=True,
                                           mode="max"),
             keras.callbacks.ReduceLROnPlateau("val_accuracy", factor=cfg.lr_factor, patience=cfg.lr_patience,

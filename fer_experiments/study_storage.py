@@ -1,0 +1,84 @@
+"""Where an Optuna study lives: a journal file under mlruns/ by default, or any SQLAlchemy URL.
+
+The journal file (JournalFileBackend) is safe for several processes on one machine, which SQLite
+is not. RDB storages (PostgreSQL, MySQL) serve many machines and get heartbeats: a worker that dies
+mid-trial has its trial failed and retried by the next worker.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+from optuna.trial import TrialState
+
+from .config import ConfigError
+
+DEFAULT_JOURNAL = Path("mlruns") / "optuna" / "journal.log"
+HEARTBEAT_S = int(os.environ.get("FER_HEARTBEAT_S", "20"))  # seconds between a worker's heartbeats
+MAX_RETRY = 2
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***, for tags and messages."""
+    parts = urlsplit(url or "")
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url or ""
+
+
+def _retry_and_record(on_fail):
+    retry = RetryFailedTrialCallback(max_retry=MAX_RETRY)
+
+    def callback(study, trial):
+        on_fail(study, trial)
+        retry(study, trial)
+    return callback
+
+
+def open_storage(url: str, on_fail):
+    """A storage object, or a one-line ConfigError if it cannot be reached."""
+    if not url or url.startswith("journal:") or url.endswith(".log"):
+        path = Path(url.removeprefix("journal:").removeprefix("//") if url else DEFAULT_JOURNAL)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    if "://" not in url:
+        raise ConfigError(f"storage '{url}' is not a SQLAlchemy URL or journal file: use e.g. "
+                          f"postgresql://user:pass@host/db, journal:path/to/file.log, or leave it empty")
+    try:
+        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
+                          grace_period=3 * HEARTBEAT_S,
+                          failed_trial_callback=_retry_and_record(on_fail))
+    except Exception as exc:  # noqa: BLE001 — SQLAlchemy/driver errors vary; the user needs one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"storage {mask_url(url)} is unreachable ({first}): start the database or fix the URL") from None
+
+
+def requeue_dead_local_trials(study, on_fail) -> int:
+    """Journal files have no heartbeat: fail and retry RUNNING trials of dead workers on this host."""
+    if not isinstance(study._storage, JournalStorage):
+        return 0
+    host, count = socket.gethostname(), 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker", "")
+        name, _, pid = worker.rpartition(":")
+        if name == host and pid.isdigit() and not _alive(int(pid)):
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+            _retry_and_record(on_fail)(study, study._storage.get_trial(trial._trial_id))
+            count += 1
+    return count
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,185 @@
+"""`fer-exp tune`: an Optuna study over the one trainer, on one machine or many.
+
+The objective samples a config and calls `training.train`; the trainer sees the trial only
+through `KerasPruning`. Workers sharing `study` + `storage` cooperate on one study and one MLflow
+parent run (its id is a study user attribute).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from dataclasses import dataclass
+
+import keras
+import optuna
+from optuna.trial import TrialState
+
+from . import search_space, study_tracking, tracking, training
+from . import data as fer_data
+from .config import ConfigError, TrainConfig
+from .study_storage import mask_url, open_storage, requeue_dead_local_trials
+from .study_plots import study_figures
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SAMPLERS = {"tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
+            "random": lambda seed: optuna.samplers.RandomSampler(seed=seed)}
+PRUNERS = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+           "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1),
+           "none": lambda: optuna.pruners.NopPruner()}
+
+
+@dataclass
+class TuneSettings:
+    base: TrainConfig               # model, data, epochs per trial … (searched keys are overridden)
+    n_trials: int = 20              # the study's target of finished (complete + pruned) trials
+    timeout: float = 0              # seconds for this worker; 0 = none
+    study: str = ""                 # "" → fer-<model>-<dataset>
+    storage: str = ""               # "" → journal file under mlruns/; or any SQLAlchemy URL
+    sampler: str = "tpe"
+    pruner: str = "median"
+    search_space: str = ""          # "" → experiments/search_spaces/<family>.yaml
+    experiment: str = ""            # MLflow experiment; "" → fer2013 / fer2013-synthetic
+
+
+class KerasPruning(keras.callbacks.Callback):
+    """Reports val_accuracy each epoch; raises TrialPruned when the pruner says so."""
+
+    def __init__(self, trial):
+        super().__init__()
+        self.trial = trial
+
+    def on_train_begin(self, logs=None):
+        self.trial.set_user_attr("mlflow_run_id", tracking.current_run_id())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.trial.report(float(logs["val_accuracy"]), step=epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+
+
+class SurplusTrial(Exception):
+    """Two workers asked for the last trial at once: the later one stands down."""
+
+
+def validate(s: TuneSettings) -> dict:
+    if s.sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler '{s.sampler}': choose one of {', '.join(SAMPLERS)}")
+    if s.pruner not in PRUNERS:
+        raise ConfigError(f"unknown pruner '{s.pruner}': choose one of {', '.join(PRUNERS)}")
+    if s.n_trials < 1 or s.timeout < 0:
+        raise ConfigError(f"n_trials={s.n_trials} / timeout={s.timeout} out of range: n_trials >= 1, timeout >= 0")
+    s.base.validate()
+    return search_space.load(s.base.model, s.search_space or None)
+
+
+def tune(s: TuneSettings, echo=print):
+    space = validate(s)
+    ds = fer_data.load_dataset(s.base.data, val_fraction=s.base.val_fraction, seed=s.base.seed)  # decode once
+    name = s.study or f"fer-{s.base.model}-{'synthetic' if ds.synthetic else ds.name}"
+    storage = open_storage(s.storage, on_fail=_fail_trial_run)
+    study, parent = _open_study(s, name, storage, ds.synthetic)
+    requeue_dead_local_trials(study, on_fail=_fail_trial_run)
+    objective = _objective(s, space, parent, study)
+    remaining = s.n_trials - len(study.get_trials(states=FINISHED))
+    echo(f"study {name} on {mask_url(s.storage) or 'journal file'}: {s.n_trials - remaining} of "
+         f"{s.n_trials} trials already finished; MLflow parent run {parent}")
+    if remaining > 0:
+        stop = optuna.study.MaxTrialsCallback(s.n_trials, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING))
+        study.optimize(objective, timeout=s.timeout or None, callbacks=[stop, _progress(s, echo)],
+                       catch=(Exception,), gc_after_trial=True)
+    done = len(study.get_trials(states=FINISHED)) >= s.n_trials
+    best = _best(study)
+    study_tracking.summarize(parent, study, best, study_figures(study), study.trials_dataframe().to_csv(index=False),
+                             done=done)
+    return study, parent, best
+
+
+def _open_study(s: TuneSettings, name: str, storage, synthetic: bool):
+    sampler, pruner = SAMPLERS[s.sampler](s.base.seed), PRUNERS[s.pruner]()
+    try:  # creating the study is atomic in every storage: exactly one worker wins and makes the parent
+        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
+                                    pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        if study.direction != optuna.study.StudyDirection.MAXIMIZE:
+            raise ConfigError(f"study '{name}' exists with direction {study.direction.name.lower()}: "
+                              f"choose another --study name (fer-exp tune maximises validation accuracy)") from None
+        parent = _wait_for_parent(study)
+        study_tracking.attach_worker(parent, name)
+        return study, parent
+    tags = {"optuna.study_name": name, "optuna.sampler": s.sampler, "optuna.pruner": s.pruner,
+            "optuna.storage": mask_url(s.storage) or "journal file", tracking.SYNTHETIC_TAG: str(synthetic).lower(),
+            "fer.run_kind": "study"}
+    params = {"model": s.base.model, "data": s.base.data, "n_trials": s.n_trials, "epochs_per_trial": s.base.epochs,
+              "sampler": s.sampler, "pruner": s.pruner, "seed": s.base.seed, "study": name}
+    experiment = s.experiment or tracking.experiment_name_for(synthetic)
+    parent = study_tracking.create_parent(experiment, name, tags, params)
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    return study, parent
+
+
+def _wait_for_parent(study, seconds: float = 120) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        parent = optuna.load_study(study_name=study.study_name, storage=study._storage).user_attrs.get(
+            "mlflow_parent_run_id")
+        if parent:
+            return parent
+        time.sleep(1)
+    raise ConfigError(f"study '{study.study_name}' has no MLflow parent run after {seconds:.0f} s: "
+                      f"its creator died early; tune under a new --study name")
+
+
+def _objective(s: TuneSettings, space: dict, parent: str, study):
+    def objective(trial):
+        _guard_surplus(study, trial, s.n_trials)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+        cfg = dataclasses.replace(s.base, **search_space.sample(trial, space)).validate()
+        pruning = KerasPruning(trial)
+        tags = {"optuna.study_name": study.study_name, "optuna.trial_number": str(trial.number)}
+        try:
+            result = training.train(cfg, callbacks=[pruning], parent_run_id=parent, extra_tags=tags, verbose=0)
+        except optuna.TrialPruned:
+            study_tracking.mark_trial_run(trial.user_attrs.get("mlflow_run_id"), "PRUNED")
+            raise
+        except BaseException:
+            study_tracking.mark_trial_run(trial.user_attrs.get("mlflow_run_id"), "FAIL")
+            raise
+        trial.set_user_attr("model_uri", result.model_uri)
+        trial.set_user_attr("test_accuracy", result.metrics.get("test_accuracy"))  # reported, never selected on
+        study_tracking.mark_trial_run(result.run_id, "COMPLETE")
+        return result.metrics["best_val_accuracy"]
+    return objective
+
+
+def _guard_surplus(study, trial, n_trials: int) -> None:
+    before = [t for t in study.get_trials(deepcopy=False) if t.number < trial.number and t.state != TrialState.FAIL]
+    if len(before) >= n_trials:
+        study.stop()
+        raise SurplusTrial(f"trial {trial.number} is beyond n_trials={n_trials}")
+
+
+def _fail_trial_run(study, trial) -> None:
+    study_tracking.mark_trial_run(trial.user_attrs.get("mlflow_run_id"), "FAIL")
+
+
+def _best(study):
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def _progress(s: TuneSettings, echo):
+    def callback(study, trial):
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(t.state in FINISHED for t in trials)
+        pruned = sum(t.state == TrialState.PRUNED for t in trials)
+        best = _best(study)
+        value = f"{trial.value:.4f}" if trial.value is not None else "-"
+        best_txt = f"{best.value:.4f} (trial {best.number})" if best else "-"
+        echo(f"trial {trial.number} {trial.state.name.lower():8s} value {value} | finished {finished}/{s.n_trials}"
+             f" | best {best_txt} | pruned {pruned}")
+    return callback
