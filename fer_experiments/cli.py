@@ -96,6 +96,42 @@ def evaluate(model_uri, data, splits, mlflow_experiment, no_log):
         click.echo(line)
 
 
+@main.command()
+@click.option("--model", default="custom_aug", show_default=True, help="registered architecture")
+@click.option("--data", default="synthetic", show_default=True, help="folder, fer2013.csv(.gz) or synthetic[:N]")
+@click.option("--experiment", "preset", default=None, help="preset in experiments/ used as the base config")
+@click.option("--n_trials", "--n-trials", default=20, show_default=True, type=int,
+              help="finished (complete + pruned) trials the study aims at, across all workers")
+@click.option("--timeout", default=0.0, show_default=True, type=float, help="seconds for this worker; 0 = none")
+@click.option("--epochs", default=8, show_default=True, type=int, help="epochs per trial")
+@click.option("--study", default="", help="study name [fer-<model>-<dataset>]")
+@click.option("--storage", default="", help="Optuna storage: SQLAlchemy URL (postgresql://…) or journal:FILE "
+                                            "[journal file mlruns/optuna/journal.log]")
+@click.option("--sampler", default="tpe", show_default=True, help="tpe | random")
+@click.option("--pruner", default="median", show_default=True, help="median | hyperband | none")
+@click.option("--search_space", "--search-space", default="", help="YAML file overriding the family's default space")
+@click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--limit", default=0, show_default=True, type=int, help="images per split (smoke runs); 0 = all")
+@click.option("--mlflow-experiment", default="", help="MLflow experiment [fer2013 / fer2013-synthetic]")
+@user_errors
+def tune(model, data, preset, n_trials, timeout, epochs, study, storage, sampler, pruner, search_space, seed,
+         limit, mlflow_experiment):
+    """Run (or join, or resume) an Optuna study; every trial is a nested MLflow run."""
+    from . import tuning  # noqa: PLC0415
+
+    base = cfgmod.build_config(preset if preset not in (None, "", "none") else None, model=model, data=data,
+                               epochs=epochs, seed=seed, limit=limit)
+    settings = tuning.TuneSettings(base=base, n_trials=n_trials, timeout=timeout, study=study, storage=storage,
+                                   sampler=sampler, pruner=pruner, search_space=search_space,
+                                   experiment=mlflow_experiment)
+    _, parent, best = tuning.tune(settings, echo=click.echo)
+    if best is None:
+        click.echo(f"no finished trial yet; parent run {parent}")
+    else:
+        click.echo(f"best trial {best.number}: val_accuracy {best.value:.4f} params {best.params} "
+                   f"(test_accuracy {best.user_attrs.get('test_accuracy')}, reported only); parent run {parent}")
+
+
 @main.group()
 def data():
     """Inspect, generate and convert FER-2013-format datasets."""

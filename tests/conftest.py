@@ -46,3 +46,83 @@ def all_runs(experiment_names=None):
     exps = client.search_experiments()
     ids = [e.experiment_id for e in exps if experiment_names is None or e.name in experiment_names]
     return client.search_runs(ids) if ids else []
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory):
+    """A throwaway PostgreSQL server from Debian's `postgresql` package, on 127.0.0.1.
+
+    Skips with the reason where PostgreSQL is not installed — except under CI, where it must run.
+    Yields a function that creates a fresh database and returns its SQLAlchemy URL."""
+    import glob
+    import shutil
+    import subprocess
+
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    if not bins:
+        if os.environ.get("CI") == "true":
+            pytest.fail("PostgreSQL is not installed but CI=true: .ci/run must apt-get install postgresql")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql) — distributed-study tests skipped")
+    bindir = bins[-1]
+    root = tmp_path_factory.mktemp("pg")
+    os.chmod(root, 0o777)
+    datadir = root / "data"
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 and shutil.which("runuser") else []
+    port = _free_port()
+
+    def run(*cmd):
+        subprocess.run([*as_pg, *cmd], check=True, capture_output=True, text=True)
+
+    run(f"{bindir}/initdb", "-D", str(datadir), "-A", "trust", "-U", "fer", "--no-sync")
+    run(f"{bindir}/pg_ctl", "-D", str(datadir), "-l", str(root / "log"), "-w", "start", "-o",
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200")
+    counter = iter(range(10_000))
+
+    def new_database() -> str:
+        name = f"optuna{next(counter)}"
+        run(f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "fer", name)
+        return f"postgresql+psycopg2://fer@127.0.0.1:{port}/{name}"
+
+    yield new_database
+    subprocess.run([*as_pg, f"{bindir}/pg_ctl", "-D", str(datadir), "-m", "immediate", "stop"],
+                   capture_output=True)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, monkeypatch, data_cache):
+    """A real `mlflow server` (SQLite backend, local artifacts): several worker processes share it."""
+    import subprocess
+    import time
+    import urllib.request
+
+    port = _free_port()
+    monkeypatch.chdir(tmp_path)
+    proc = subprocess.Popen(["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                             "--artifacts-destination", str(tmp_path / "artifacts")],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"))
+    uri = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+    mlflow.set_tracking_uri(None)

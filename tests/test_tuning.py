@@ -1,0 +1,183 @@
+"""Optuna studies with real Optuna, real MLflow (temp store / real server) and real PostgreSQL."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import optuna
+import pytest
+from click.testing import CliRunner
+from conftest import SMALL_DATA, all_runs
+
+from fer_experiments.cli import main
+from fer_experiments.config import build_config
+from fer_experiments.tuning import TuneSettings, tune
+
+pytestmark = pytest.mark.slow
+STATES = {"COMPLETE", "PRUNED", "FAIL"}
+
+
+def settings(**kw) -> TuneSettings:
+    base = build_config(None, data=SMALL_DATA, epochs=kw.pop("epochs", 3), batch_size=32, model="custom")
+    return TuneSettings(base=base, **{"n_trials": 4, "sampler": "random", **kw})
+
+
+def children_of(parent: str):
+    return [r for r in all_runs() if r.data.tags.get("mlflow.parentRunId") == parent
+            and r.data.tags.get("fer.run_kind") != "worker"]
+
+
+def test_study_records_parent_children_best_and_plots(store):
+    study, parent, best = tune(settings(study="four"))
+    trials = study.trials
+    assert len(trials) == 4 and sorted(t.number for t in trials) == [0, 1, 2, 3]
+    kids = children_of(parent)
+    assert len(kids) == 4
+    by_run = {t.user_attrs["mlflow_run_id"]: t for t in trials}
+    for kid in kids:
+        trial = by_run[kid.info.run_id]
+        assert kid.data.tags["optuna.trial_state"] == trial.state.name
+        assert kid.data.tags["optuna.trial_number"] == str(trial.number)
+        assert kid.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[trial.state.name]
+        assert float(kid.data.params["dropout"]) == pytest.approx(trial.params["dropout"])
+    run = mlflow.get_run(parent)
+    assert run.data.tags["optuna.study_name"] == "four" and run.data.tags["optuna.sampler"] == "random"
+    assert run.data.metrics["best_val_accuracy"] == pytest.approx(best.value)
+    assert run.data.tags["best_run_id"] == best.user_attrs["mlflow_run_id"]
+    assert float(run.data.tags["best.learning_rate"]) == pytest.approx(best.params["learning_rate"])
+    assert run.info.status == "FINISHED"
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent, "study")}
+    assert {"study/trials.csv", "study/optimization_history.png", "study/slice.png",
+            "study/parallel_coordinate.png", "study/best_trial.json"} <= artifacts
+    model = mlflow.keras.load_model(run.data.tags["best_model_uri"])
+    assert model.output_shape == (None, 7)
+    # resume: the same study with a higher target continues it under the same parent
+    study2, parent2, _ = tune(settings(study="four", n_trials=5))
+    assert parent2 == parent and len(study2.trials) == 5 and len(children_of(parent)) == 5
+
+
+def test_bad_trials_are_pruned_and_marked(store, tmp_path):
+    space = tmp_path / "space.yaml"
+    # lr 1e-7 cannot learn in 4 epochs: the median pruner must stop such trials early.
+    space.write_text("learning_rate: {choices: [0.003, 1.0e-7]}\ndropout: {low: 0.0, high: 0.2}\n")
+    study, parent, _ = tune(settings(study="prune", n_trials=8, epochs=4, search_space=str(space), pruner="median"))
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned, [(t.params, t.state.name) for t in study.trials]
+    assert all(t.params["learning_rate"] == 1e-7 for t in pruned)
+    assert all(len(t.intermediate_values) < 4 for t in pruned)
+    kids = {k.info.run_id: k for k in children_of(parent)}
+    for t in pruned:
+        kid = kids[t.user_attrs["mlflow_run_id"]]
+        assert kid.data.tags["optuna.trial_state"] == "PRUNED" and kid.info.status == "KILLED"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--sampler", "grid"], "unknown sampler 'grid'"),
+    (["--pruner", "magic"], "unknown pruner 'magic'"),
+    (["--model", "alexnet"], "unknown model 'alexnet'"),
+    (["--storage", "postgresql+psycopg2://fer@127.0.0.1:1/nowhere"], "is unreachable"),
+    (["--n_trials", "0"], "n_trials=0"),
+])
+def test_bad_tune_input_is_one_line_before_any_trial(store, args, needle):
+    result = CliRunner().invoke(main, ["tune", "--data", SMALL_DATA, "--epochs", "1", *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert not all_runs()
+
+
+@pytest.mark.parametrize("content, needle", [
+    ("dropout: [0.1, 0.2", "not valid YAML"),
+    ("dropout: {low: 0.5, high: 0.1}", "inverted range"),
+    ("learning_rate: {low: 0, high: 0.1, log: true}", "log-scaled"),
+    ("dropout: {choices: []}", "empty choices"),
+    ("colour: {low: 0, high: 1}", "not a searchable setting"),
+])
+def test_malformed_search_space(store, tmp_path, content, needle):
+    space = tmp_path / "space.yaml"
+    space.write_text(content)
+    result = CliRunner().invoke(main, ["tune", "--data", SMALL_DATA, "--search_space", str(space)])
+    assert result.exit_code == 2 and needle in result.output, result.output
+    assert not all_runs()
+
+
+def test_existing_study_with_other_direction(store, tmp_path):
+    journal = tmp_path / "j.log"
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    optuna.create_study(study_name="other", storage=storage, direction="minimize")
+    result = CliRunner().invoke(main, ["tune", "--data", SMALL_DATA, "--study", "other",
+                                       "--storage", f"journal:{journal}"])
+    assert result.exit_code == 2 and "direction minimize" in result.output, result.output
+    assert not all_runs()
+
+
+def _worker(storage: str, study: str, n_trials: int, extra_env=None, epochs=3):
+    cmd = [sys.executable, "-m", "fer_experiments.cli", "tune", "--model", "custom", "--data", SMALL_DATA,
+           "--epochs", str(epochs), "--n_trials", str(n_trials), "--study", study, "--storage", storage,
+           "--sampler", "random", "--pruner", "none"]
+    return subprocess.Popen(cmd, env={**os.environ, **(extra_env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _check_shared_study(storage_url, study_name, n_trials):
+    study = optuna.load_study(study_name=study_name, storage=storage_url)
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    numbers = [t.number for t in study.trials]
+    assert len(finished) == n_trials and len(numbers) == len(set(numbers))
+    parents = [r for r in all_runs() if r.data.tags.get("fer.run_kind") == "study"]
+    assert len(parents) == 1
+    kids = children_of(parents[0].info.run_id)
+    assert {k.data.tags["optuna.trial_number"] for k in kids} >= {str(t.number) for t in finished}
+    return study, parents[0]
+
+
+def test_two_workers_share_a_journal_study(mlflow_server, tmp_path):
+    storage = f"journal:{tmp_path / 'study.log'}"
+    workers = [_worker(storage, "shared", 4) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log")))
+    _check_shared_study(journal, "shared", 4)
+
+
+def test_two_workers_share_a_postgres_study(mlflow_server, postgres):
+    url = postgres()
+    workers = [_worker(url, "pg", 4) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    _check_shared_study(url, "pg", 4)
+
+
+def test_killed_worker_trial_fails_and_is_retried(mlflow_server, postgres):
+    url = postgres()
+    fast = {"FER_HEARTBEAT_S": "1"}
+    victim = _worker(url, "kill", 3, fast, epochs=6)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait until a trial runs and its MLflow child exists
+        try:
+            running = optuna.load_study(study_name="kill", storage=url).get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        except KeyError:
+            running = []
+        if running and running[0].user_attrs.get("mlflow_run_id"):
+            break
+        time.sleep(0.5)
+    else:
+        victim.kill()
+        pytest.fail(victim.communicate()[0][-3000:])
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    time.sleep(4)  # past the heartbeat grace period (3 × 1 s)
+    rescuer = _worker(url, "kill", 3, fast, epochs=2)
+    out = rescuer.communicate(timeout=600)[0]
+    assert rescuer.returncode == 0, out[-3000:]
+    study = optuna.load_study(study_name="kill", storage=url)
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert len(failed) == 1 and len([t for t in study.trials if t.state.name == "COMPLETE"]) == 3
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retried) == 1 and retried[0].state.name == "COMPLETE"
+    assert retried[0].params == failed[0].params
+    dead_run = mlflow.get_run(failed[0].user_attrs["mlflow_run_id"])
+    assert dead_run.info.status == "FAILED" and dead_run.data.tags["optuna.trial_state"] == "FAIL"
