@@ -112,15 +112,16 @@ def evaluate(model_uri, data, splits, mlflow_experiment, no_log):
 @click.option("--search_space", "--search-space", default="", help="YAML file overriding the family's default space")
 @click.option("--seed", default=42, show_default=True, type=int)
 @click.option("--limit", default=0, show_default=True, type=int, help="images per split (smoke runs); 0 = all")
+@click.option("--weights", default=None, help="transfer models: imagenet | none | local weights file")
 @click.option("--mlflow-experiment", default="", help="MLflow experiment [fer2013 / fer2013-synthetic]")
 @user_errors
 def tune(model, data, preset, n_trials, timeout, epochs, study, storage, sampler, pruner, search_space, seed,
-         limit, mlflow_experiment):
+         limit, weights, mlflow_experiment):
     """Run (or join, or resume) an Optuna study; every trial is a nested MLflow run."""
     from . import tuning  # noqa: PLC0415
 
     base = cfgmod.build_config(preset if preset not in (None, "", "none") else None, model=model, data=data,
-                               epochs=epochs, seed=seed, limit=limit)
+                               epochs=epochs, seed=seed, limit=limit, weights=weights)
     settings = tuning.TuneSettings(base=base, n_trials=n_trials, timeout=timeout, study=study, storage=storage,
                                    sampler=sampler, pruner=pruner, search_space=search_space,
                                    experiment=mlflow_experiment)
