@@ -1,0 +1,105 @@
+"""Training-time augmentation with one knob, ``aug_strength`` s ∈ [0, 1]; 0 = none.
+
+All augmentations scale together. The mapping is piecewise so that s = 0.5 is EXACTLY the seed
+notebook's ``ImageDataGenerator(rotation_range=20, zoom_range=0.15, horizontal_flip=True)``, and
+s > 0.5 adds the augmentations the notebook did not have:
+
+==================  ======================  =======  =======  ==============================
+augmentation        value at s              s = 0.5  s = 1    Keras layer
+==================  ======================  =======  =======  ==============================
+horizontal flip     on for s > 0            on       on       RandomFlip("horizontal")
+rotation (degrees)  40·s                    20       40       RandomRotation(deg / 360)
+zoom (fraction)     0.3·s                   0.15     0.3      RandomZoom(±z, ±z)
+translation         0.15·max(0, 2s − 1)     0        0.15     RandomTranslation(±t, ±t)
+contrast            0.3·max(0, 2s − 1)      0        0.3      RandomContrast(c)
+brightness          0.2·max(0, 2s − 1)      0        0.2      RandomBrightness(b), of 0..255
+erasing (prob.)     0.5·s if erasing=True   0.25     0.5      RandomErasing((p, p))
+==================  ======================  =======  =======  ==============================
+
+Like ImageDataGenerator, zoom scales height and width independently and geometric transforms fill
+with the nearest pixel. Inputs and outputs are float pixel values 0..255, shape (N, 48, 48, 1); the
+result is clipped to 0..255. The augmenter is a ``keras.Sequential`` the trainer puts in front of
+the network, so it runs batched inside the graph (any backend) and is the identity at inference.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+ROTATION_MAX_DEG = 40.0
+ZOOM_MAX = 0.3
+TRANSLATION_MAX = 0.15
+CONTRAST_MAX = 0.3
+BRIGHTNESS_MAX = 0.2
+ERASING_MAX = 0.5
+VALUE_RANGE = (0.0, 255.0)
+FILL_MODE = "nearest"  # ImageDataGenerator's default
+
+
+@dataclass(frozen=True)
+class AugParams:
+    """Resolved augmentation settings; the trainer logs ``dataclasses.asdict`` of it as params."""
+
+    flip: bool
+    rotation_deg: float
+    zoom: float
+    translation: float
+    contrast: float
+    brightness: float
+    erasing: float
+
+
+def resolve(strength: float, erasing: bool = False) -> AugParams:
+    """The table in the module docstring, for one strength."""
+    if not 0 <= strength <= 1:
+        raise ValueError(f"aug_strength={strength!r} is out of range: it must be in [0, 1] (0.5 = the notebook's)")
+    extra = max(0.0, 2 * strength - 1)  # grows 0 → 1 over the upper half only
+    return AugParams(
+        flip=strength > 0,
+        rotation_deg=round(ROTATION_MAX_DEG * strength, 6),
+        zoom=round(ZOOM_MAX * strength, 6),
+        translation=round(TRANSLATION_MAX * extra, 6),
+        contrast=round(CONTRAST_MAX * extra, 6),
+        brightness=round(BRIGHTNESS_MAX * extra, 6),
+        erasing=round(ERASING_MAX * strength, 6) if erasing else 0.0,
+    )
+
+
+def build_augmenter(strength: float, *, erasing: bool = False, seed: int | None = None) -> keras.Sequential | None:
+    """A Sequential of Keras preprocessing layers for `strength`, or None when it does nothing."""
+    params = resolve(strength, erasing)
+    if strength == 0:
+        return None
+    # Distinct seeds per layer, so seeded layers don't draw correlated random numbers.
+    seeds = itertools.repeat(None) if seed is None else itertools.count(seed)
+    stack = _layers(params, seeds)
+    # Interpolation and contrast can step slightly outside the pixel range; ReLU(max_value) is a
+    # built-in, serialisable clip to 0..255 (and the identity on valid inputs at inference).
+    stack.append(layers.ReLU(max_value=VALUE_RANGE[1], name="clip_0_255"))
+    return keras.Sequential(stack, name="augmenter")
+
+
+def _layers(p: AugParams, seeds: Iterator) -> list[keras.layers.Layer]:
+    geometric = {"fill_mode": FILL_MODE}
+    photometric = {"value_range": VALUE_RANGE}
+    stack = [layers.RandomFlip("horizontal", seed=next(seeds), name="flip")] if p.flip else []
+    if p.rotation_deg:
+        stack.append(layers.RandomRotation(p.rotation_deg / 360, **geometric, seed=next(seeds), name="rotation"))
+    if p.zoom:
+        zoom = (-p.zoom, p.zoom)
+        stack.append(layers.RandomZoom(zoom, zoom, **geometric, seed=next(seeds), name="zoom"))
+    if p.translation:
+        shift = (-p.translation, p.translation)
+        stack.append(layers.RandomTranslation(shift, shift, **geometric, seed=next(seeds), name="translation"))
+    if p.contrast:
+        stack.append(layers.RandomContrast(p.contrast, **photometric, seed=next(seeds), name="contrast"))
+    if p.brightness:
+        stack.append(layers.RandomBrightness(p.brightness, **photometric, seed=next(seeds), name="brightness"))
+    if p.erasing:
+        probability = (p.erasing, p.erasing)  # a single float would mean "sampled from [0, p]"
+        stack.append(layers.RandomErasing(probability, **photometric, seed=next(seeds), name="erasing"))
+    return stack
