@@ -156,8 +156,9 @@ def log_model_files(model: keras.Model, x_example: np.ndarray, *, file_stem: str
     Returns the logged model's URI (``models:/m-…``)."""
     example = x_example[:2].astype("float32")
     signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
-    info = mlflow.keras.log_model(model, name="model", signature=signature, input_example=example,
-                                  registered_model_name=register or None)
+    # No input_example: mlflow.keras 3.17 writes it before creating the model folder and fails
+    # (FileNotFoundError); the signature carries the input spec.
+    info = mlflow.keras.log_model(model, name="model", signature=signature, registered_model_name=register or None)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{file_stem}.keras"
         model.save(path)
