@@ -28,7 +28,7 @@ def read_csv(path: Path):
     emotion = pd.to_numeric(df["emotion"], errors="coerce")
     bad = np.flatnonzero(~emotion.isin(range(len(CLASSES))))
     if len(bad):
-        raise DataError(f"CSV {path} row {bad[0] + 2}: emotion {df['emotion'].iloc[bad[0]]!r} is not a label 0..6 "
+        raise DataError(f"CSV {path} row {bad[0] + 2}: emotion {str(df['emotion'].iloc[bad[0]])} is not a label 0..6 "
                         f"(0 angry … 6 neutral): fix or drop the row")
     unknown = np.flatnonzero(~df["Usage"].isin(USAGES))
     if len(unknown):

@@ -94,7 +94,7 @@ def _carve(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     """A stratified, seeded validation split from train (classes too rare to stratify fall back)."""
     idx = np.arange(len(train.y))
     counts = np.bincount(train.y)
-    stratify = train.y if counts[counts > 0].min() >= 2 else None
+    stratify = train.y if counts[counts > 0].min() >= 2 and np.ceil(fraction * len(idx)) >= (counts > 0).sum() else None
     tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
     tr, va = np.sort(tr), np.sort(va)
     return Split(train.x[tr], train.y[tr]), Split(train.x[va], train.y[va])

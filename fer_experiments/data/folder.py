@@ -92,8 +92,8 @@ def read_folder(root: Path):
 
 
 def write_split(root: Path, split: str, prefix: str, x: np.ndarray, y: np.ndarray) -> None:
-    for name in CLASSES:
-        (root / split / name).mkdir(parents=True, exist_ok=True)
+    for label in np.unique(y):  # only classes present: an empty class folder is an error on reading
+        (root / split / CLASSES[int(label)]).mkdir(parents=True, exist_ok=True)
     for i, (img, label) in enumerate(zip(x, y)):
         Image.fromarray(np.asarray(img).reshape(IMAGE_SIZE, IMAGE_SIZE)).save(
             root / split / CLASSES[int(label)] / f"{prefix}_{i:06d}.png")

@@ -66,20 +66,20 @@ def make_synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     face = _soft((np.sqrt((x / 15.5) ** 2 + (yy / 19.5) ** 2) - 1) * 16)
     eyes = _soft((np.sqrt(((ax - 6.5) / 3.2) ** 2 + ((yy + 4.5) / (1.6 * eye)) ** 2) - 1) * 2.5)
     brow_y = -10.0 - raise_ + tilt * (6.5 - ax) / 3.0
-    brows = _soft(np.abs(yy - brow_y) - 0.8) * (ax > 2.8) * (ax < 10.5)
+    brows = _soft(np.abs(yy - brow_y) - 1.0) * (ax > 2.8) * (ax < 10.5)
     xm = x / width
-    mouth_line = 9.5 - curve * xm ** 2 + curve * 0.5 + skew * xm
-    half = np.maximum(0.7, mouth_open * np.sqrt(np.clip(1 - xm ** 2, 0, 1)))
+    mouth_line = 9.5 - 1.5 * curve * xm ** 2 + 0.75 * curve + skew * xm
+    half = np.maximum(1.0, mouth_open * np.sqrt(np.clip(1 - xm ** 2, 0, 1)))
     mouth = _soft(np.abs(yy - mouth_line) - half) * (np.abs(xm) < 1)
     nose = _soft(np.abs(x) - 0.6) * (yy > -2) * (yy < 4) * 0.35
 
-    skin = rng.uniform(130, 190, (n, 1, 1)) + rng.uniform(-35, 35, (n, 1, 1)) * gx / 24
+    skin = rng.uniform(140, 200, (n, 1, 1)) + rng.uniform(-20, 20, (n, 1, 1)) * gx / 24
     background = rng.uniform(20, 110, (n, 1, 1)) + rng.uniform(-20, 20, (n, 1, 1)) * gy / 24
     img = background + face * (skin - background)
-    img = img - face * (0.75 * eyes + 0.65 * brows + 0.7 * mouth + nose) * (skin - 25)
+    img = img - face * np.clip(0.95 * eyes + 0.85 * brows + 0.95 * mouth + nose, 0, 1) * (skin - 15)
     img = (img - img.mean(axis=(1, 2), keepdims=True)) * rng.uniform(0.75, 1.2, (n, 1, 1)) \
         + img.mean(axis=(1, 2), keepdims=True)
-    img = img + rng.normal(0, 7, img.shape)
+    img = img + rng.normal(0, 6, img.shape)
     return np.clip(img, 0, 255).astype(np.uint8), y.astype(np.int64)
 
 

@@ -1,0 +1,166 @@
+"""Every data source parses in FER-2013's label order; every bad input gets its one-line error."""
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fer_experiments.data import (CLASSES, DataError, csv_to_folder, folder_to_csv, load_dataset, make_synthetic,
+                                  write_synthetic)
+
+
+def _face(value: int, size: int = 48) -> Image.Image:
+    return Image.fromarray(np.full((size, size), value, np.uint8))
+
+
+def make_folder(root, *, test_prefixes=("PublicTest",), per_class=3, case=str.capitalize):
+    """A tiny Kaggle layout whose pixel value encodes the label (10 * label + i)."""
+    for split, prefixes in (("train", ("Training",)), ("test", test_prefixes)):
+        for label, name in enumerate(CLASSES):
+            d = root / split / case(name)
+            d.mkdir(parents=True)
+            for prefix in prefixes:
+                for i in range(per_class):
+                    _face(10 * label + i).save(d / f"{prefix}_{label}{i}.png")
+    return root
+
+
+def test_synthetic_is_deterministic_imbalanced_and_labelled(tmp_path):
+    x1, y1 = make_synthetic(700, seed=3)
+    x2, y2 = make_synthetic(700, seed=3)
+    x3, _ = make_synthetic(700, seed=4)
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2) and not np.array_equal(x1, x3)
+    counts = np.bincount(y1, minlength=7)
+    assert counts.min() >= 2 and counts.argmax() == CLASSES.index("happy") and counts.argmin() == CLASSES.index("disgust")
+    ds = load_dataset("synthetic:700", cache_dir=tmp_path)
+    assert ds.synthetic and "synthetic" in ds.name and set(ds.splits) == {"train", "val", "test"}
+    assert sum(len(s.y) for s in ds.splits.values()) == 700
+    # written in the folder layout and read back through the same loader, labels intact
+    root = tmp_path / "synthetic" / "s0-n700"
+    assert len(list((root / "train" / "happy").glob("Training_*.png"))) == ds.counts()["train"]["happy"] + \
+        ds.counts()["val"]["happy"]
+
+
+def test_folder_uses_fer_label_order_and_mixed_case(tmp_path):
+    root = make_folder(tmp_path / "fer")
+    ds = load_dataset(str(root), cache_dir=tmp_path / "c", val_fraction=0.3)
+    x = np.concatenate([ds.splits["train"].x, ds.splits["val"].x])
+    y = np.concatenate([ds.splits["train"].y, ds.splits["val"].y])
+    assert np.array_equal(x[:, 0, 0, 0] // 10, y)  # pixel value encodes the FER label
+    assert len(ds.splits["test"].y) == 21 and ds.kind == "folder" and not ds.synthetic
+    assert len(ds.splits["val"].y) == 7  # 30 % of 21, stratified: one per class
+    assert sorted(ds.splits["val"].y.tolist()) == list(range(7))
+
+
+def test_public_and_private_become_val_and_test(tmp_path):
+    root = make_folder(tmp_path / "fer", test_prefixes=("PublicTest", "PrivateTest"))
+    ds = load_dataset(str(root), cache_dir=tmp_path / "c")
+    assert len(ds.splits["val"].y) == 21 and len(ds.splits["test"].y) == 21 and len(ds.splits["train"].y) == 21
+
+
+def test_test_only_folder_and_cache(tmp_path):
+    root = make_folder(tmp_path / "fer")
+    (tmp_path / "only").mkdir()
+    (root / "test").rename(tmp_path / "only" / "test")
+    ds = load_dataset(str(tmp_path / "only"), cache_dir=tmp_path / "c")
+    assert list(ds.splits) == ["test"]
+    cached = list((tmp_path / "c" / "decoded").glob("*.npz"))
+    assert len(cached) == 1
+    # touching the files changes the digest (a new cache entry); an unchanged source reuses its entry
+    for p in (tmp_path / "only").rglob("*.png"):
+        p.write_bytes(p.read_bytes())
+    again = load_dataset(str(tmp_path / "only"), cache_dir=tmp_path / "c")
+    assert np.array_equal(again.splits["test"].x, ds.splits["test"].x)
+    same = load_dataset(str(tmp_path / "only"), cache_dir=tmp_path / "c")
+    assert same.digest == again.digest and len(list((tmp_path / "c" / "decoded").glob("*.npz"))) == 2
+
+
+def _csv(path, rows):
+    pd.DataFrame(rows, columns=["emotion", "pixels", "Usage"]).to_csv(path, index=False)
+    return path
+
+
+def test_csv_plain_and_gzipped(tmp_path):
+    pix = lambda v: " ".join([str(v)] * 2304)  # noqa: E731
+    rows = [(lab, pix(lab * 10), "Training") for lab in range(7)] * 3 + [(3, pix(1), "PublicTest"),
+                                                                           (5, pix(2), "PrivateTest")]
+    plain = _csv(tmp_path / "fer2013.csv", rows)
+    gz = tmp_path / "fer2013.csv.gz"
+    gz.write_bytes(gzip.compress(plain.read_bytes()))
+    for path in (plain, gz):
+        ds = load_dataset(str(path), cache_dir=tmp_path / "c")
+        assert ds.kind == "csv"
+        assert ds.splits["val"].y.tolist() == [3] and ds.splits["test"].y.tolist() == [5]
+        train_x = np.concatenate([ds.splits["train"].x])
+        assert np.array_equal(train_x[:, 0, 0, 0] // 10, ds.splits["train"].y)
+
+
+@pytest.mark.parametrize("rows, needle", [
+    ([(0, "1 2 3", "Training")], "3 pixels instead of 2304"),
+    ([(0, " ".join(["1"] * 2304), "Validation")], "Usage 'Validation' is unknown"),
+    ([(7, " ".join(["1"] * 2304), "Training")], "emotion 7 is not a label 0..6"),
+    ([(0, " ".join(["300"] * 2304), "Training")], "outside 0..255"),
+])
+def test_csv_errors(tmp_path, rows, needle):
+    path = _csv(tmp_path / "bad.csv", rows)
+    with pytest.raises(DataError) as err:
+        load_dataset(str(path), cache_dir=tmp_path / "c")
+    assert needle in str(err.value) and "\n" not in str(err.value) and "row 2" in str(err.value)
+
+
+def test_csv_missing_column(tmp_path):
+    path = tmp_path / "bad.csv"
+    pd.DataFrame({"emotion": [0], "pixels": ["1"]}).to_csv(path, index=False)
+    with pytest.raises(DataError, match="lacks column"):
+        load_dataset(str(path), cache_dir=tmp_path / "c")
+
+
+def _bad_folder(tmp_path, kind):
+    root = make_folder(tmp_path / kind, per_class=2)
+    happy = root / "train" / "Happy"
+    if kind == "empty":
+        (root / "train" / "Sad").mkdir(exist_ok=True)
+        for p in (root / "train" / "Sad").iterdir():
+            p.unlink()
+    elif kind == "unknown":
+        (root / "train" / "contempt").mkdir()
+        _face(1).save(root / "train" / "contempt" / "x.png")
+    elif kind == "corrupt":
+        (happy / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    elif kind == "colour":
+        Image.fromarray(np.dstack([np.full((48, 48), v, np.uint8) for v in (200, 10, 10)])).save(happy / "red.png")
+    return root
+
+
+@pytest.mark.parametrize("kind, needle", [
+    ("empty", "is empty"), ("unknown", "unknown class folder"), ("corrupt", "broken.jpg is corrupt"),
+    ("colour", "red.png is in colour"),
+])
+def test_bad_folders(tmp_path, kind, needle):
+    with pytest.raises(DataError) as err:
+        load_dataset(str(_bad_folder(tmp_path, kind)), cache_dir=tmp_path / "c")
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_path_and_resize_and_gray_rgb(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(str(tmp_path / "nowhere"))
+    root = make_folder(tmp_path / "fer", per_class=2)
+    _face(77, size=64).save(root / "train" / "Happy" / "big.png")
+    Image.fromarray(np.dstack([np.full((48, 48), 90, np.uint8)] * 3)).save(root / "train" / "Fear" / "rgb.png")
+    ds = load_dataset(str(root), cache_dir=tmp_path / "c")
+    assert any("resized" in n for n in ds.notes)
+    assert ds.splits["train"].x.shape[1:] == (48, 48, 1)
+
+
+def test_folder_csv_round_trip(tmp_path):
+    root = write_synthetic(tmp_path / "s", n=140, seed=5)
+    csv = folder_to_csv(root, tmp_path / "s.csv.gz")
+    back = csv_to_folder(csv, tmp_path / "back")
+    a, b = (load_dataset(str(p), cache_dir=tmp_path / "c", seed=1) for p in (root, back))
+    for split in ("train", "val", "test"):
+        assert np.array_equal(a.splits[split].x, b.splits[split].x)
+        assert np.array_equal(a.splits[split].y, b.splits[split].y)
