@@ -34,6 +34,7 @@ def evaluate(model_uri: str, data: str, *, splits=(), experiment: str | None = N
         ", ".join(f"{s} {len(ds.splits[s].y)} images" for s in chosen)
     for ev in results:
         m = ev.metrics()
-        yield (f"{ev.split}: accuracy {m[f'{ev.split}_accuracy']:.4f}  macro-F1 {m[f'{ev.split}_macro_f1']:.4f}"
-               f"  flip-TTA accuracy {m[f'{ev.split}_tta_flip_accuracy']:.4f}")
+        p = ev.prefix
+        yield (f"{ev.split}: accuracy {m[f'{p}_accuracy']:.4f}  macro-F1 {m[f'{p}_macro_f1']:.4f}"
+               f"  flip-TTA accuracy {m[f'{p}_tta_flip_accuracy']:.4f}")
         yield ev.report()

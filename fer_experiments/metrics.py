@@ -30,22 +30,28 @@ class SplitEvaluation:
     extra: dict = field(default_factory=dict)  # e.g. TTA accuracies, logged next to the plain ones
 
     @property
+    def prefix(self) -> str:
+        # "validation_…", not "val_…": Keras's per-epoch val_accuracy/val_loss keep their own names.
+        return "validation" if self.split == "val" else self.split
+
+    @property
     def y_pred(self) -> np.ndarray:
         return self.probs.argmax(axis=1)
 
     def metrics(self) -> dict[str, float]:
-        """Flat metric dict, keys prefixed with the split: ``test_accuracy``, ``test_f1_happy`` …"""
+        """Flat metric dict, keys prefixed by split: ``test_accuracy``, ``validation_f1_happy`` …"""
         p, r, f, _ = precision_recall_fscore_support(self.y_true, self.y_pred, labels=LABELS, zero_division=0)
+        pre = self.prefix
         out = {
-            f"{self.split}_accuracy": float(accuracy_score(self.y_true, self.y_pred)),
-            f"{self.split}_macro_f1": float(f1_score(self.y_true, self.y_pred, labels=LABELS,
+            f"{pre}_accuracy": float(accuracy_score(self.y_true, self.y_pred)),
+            f"{pre}_macro_f1": float(f1_score(self.y_true, self.y_pred, labels=LABELS,
                                                      average="macro", zero_division=0)),
         }
         for i, name in enumerate(CLASSES):
-            out[f"{self.split}_precision_{name}"] = float(p[i])
-            out[f"{self.split}_recall_{name}"] = float(r[i])
-            out[f"{self.split}_f1_{name}"] = float(f[i])
-        out.update({f"{self.split}_{k}": float(v) for k, v in self.extra.items()})
+            out[f"{pre}_precision_{name}"] = float(p[i])
+            out[f"{pre}_recall_{name}"] = float(r[i])
+            out[f"{pre}_f1_{name}"] = float(f[i])
+        out.update({f"{pre}_{k}": float(v) for k, v in self.extra.items()})
         return out
 
     def confusion(self) -> np.ndarray:

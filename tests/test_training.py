@@ -41,8 +41,10 @@ def test_two_epoch_run_records_everything(store, small_cfg):
         cm = json.loads(mlflow.artifacts.load_text(f"runs:/{result.run_id}/evaluation/{split}/confusion_matrix.json"))
         assert cm["labels"] == list(fer_data.CLASSES)
         assert np.asarray(cm["matrix"]).sum() == len(ds.splits[split].y)
-        assert 0.0 <= run.data.metrics[f"{split}_accuracy"] <= 1.0
-        assert f"{split}_macro_f1" in run.data.metrics and f"{split}_recall_happy" in run.data.metrics
+        pre = {"val": "validation"}.get(split, split)
+        assert 0.0 <= run.data.metrics[f"{pre}_accuracy"] <= 1.0
+        assert f"{pre}_macro_f1" in run.data.metrics and f"{pre}_recall_happy" in run.data.metrics
+        assert f"{pre}_tta_flip_accuracy" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "history")}
     assert {"history/history.csv", "history/training_curves.png"} <= artifacts
     assert [i.dataset.name for i in run.inputs.dataset_inputs] == [f"{ds.name}-{s}" for s in ("train", "val", "test")]
