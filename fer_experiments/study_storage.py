@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 from optuna.trial import TrialState
 
@@ -33,7 +34,10 @@ def mask_url(url: str) -> str:
 
 
 def _retry_and_record(on_fail):
-    retry = RetryFailedTrialCallback(max_retry=MAX_RETRY)
+    """Mark the dead trial's MLflow run FAILED, then enqueue a retry with the same params."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
 
     def callback(study, trial):
         on_fail(study, trial)
@@ -51,9 +55,10 @@ def open_storage(url: str, on_fail):
         raise ConfigError(f"storage '{url}' is not a SQLAlchemy URL or journal file: use e.g. "
                           f"postgresql://user:pass@host/db, journal:path/to/file.log, or leave it empty")
     try:
-        return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
-                          grace_period=3 * HEARTBEAT_S,
-                          failed_trial_callback=_retry_and_record(on_fail))
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's wording, and documented
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
+                              grace_period=3 * HEARTBEAT_S, heartbeat_stale_trial_callback=_retry_and_record(on_fail))
     except Exception as exc:  # noqa: BLE001 — SQLAlchemy/driver errors vary; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"storage {mask_url(url)} is unreachable ({first}): start the database or fix the URL") from None
