@@ -71,15 +71,21 @@ def postgres(tmp_path_factory):
         if os.environ.get("CI") == "true":
             pytest.fail("PostgreSQL is not installed but CI=true: .ci/run must apt-get install postgresql")
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql) — distributed-study tests skipped")
+    import tempfile
+    from pathlib import Path
+
     bindir = bins[-1]
-    root = tmp_path_factory.mktemp("pg")
+    # Not under pytest's tmp dir: that is private to root, and the server runs as the postgres user.
+    root = Path(tempfile.mkdtemp(prefix="fer-pg-"))
     os.chmod(root, 0o777)
     datadir = root / "data"
     as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 and shutil.which("runuser") else []
     port = _free_port()
 
     def run(*cmd):
-        subprocess.run([*as_pg, *cmd], check=True, capture_output=True, text=True)
+        done = subprocess.run([*as_pg, *cmd], capture_output=True, text=True)
+        if done.returncode:
+            pytest.fail(f"{cmd[0]} failed: {done.stderr.strip()[-1500:]}")
 
     run(f"{bindir}/initdb", "-D", str(datadir), "-A", "trust", "-U", "fer", "--no-sync")
     run(f"{bindir}/pg_ctl", "-D", str(datadir), "-l", str(root / "log"), "-w", "start", "-o",
@@ -94,6 +100,7 @@ def postgres(tmp_path_factory):
     yield new_database
     subprocess.run([*as_pg, f"{bindir}/pg_ctl", "-D", str(datadir), "-m", "immediate", "stop"],
                    capture_output=True)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
