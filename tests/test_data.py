@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -32,16 +33,40 @@ def test_synthetic_is_deterministic_imbalanced_and_labelled(tmp_path):
     x1, y1 = make_synthetic(700, seed=3)
     x2, y2 = make_synthetic(700, seed=3)
     x3, _ = make_synthetic(700, seed=4)
+    assert x1.shape == (700, 48, 48) and x1.dtype == np.uint8 and y1.dtype == np.int64
     assert np.array_equal(x1, x2) and np.array_equal(y1, y2) and not np.array_equal(x1, x3)
     counts = np.bincount(y1, minlength=7)
     assert counts.min() >= 2 and counts.argmax() == CLASSES.index("happy") and counts.argmin() == CLASSES.index("disgust")
     ds = load_dataset("synthetic:700", cache_dir=tmp_path)
-    assert ds.synthetic and "synthetic" in ds.name and set(ds.splits) == {"train", "val", "test"}
-    assert sum(len(s.y) for s in ds.splits.values()) == 700
-    # written in the folder layout and read back through the same loader, labels intact
-    root = tmp_path / "synthetic" / "s0-n700"
-    assert len(list((root / "train" / "happy").glob("Training_*.png"))) == ds.counts()["train"]["happy"] + \
-        ds.counts()["val"]["happy"]
+    assert ds.synthetic and ds.kind == "synthetic" and ds.name == "synthetic-fer-s0-n700"
+    assert list(ds.splits) == ["train", "val", "test"] and sum(len(s.y) for s in ds.splits.values()) == 700
+    assert ds.source == str((tmp_path / "synthetic" / "s0-n700").resolve())
+    assert 0 < ds.majority_rate() < 0.5 and list(ds.counts()["test"]) == list(CLASSES)
+
+
+def test_synthetic_folder_round_trips_in_fer_order(tmp_path):
+    root = write_synthetic(tmp_path / "s", n=140, seed=5)
+    x, y = make_synthetic(140, seed=5)
+    ds = load_dataset(str(root), cache_dir=tmp_path / "c")
+    assert ds.kind == "synthetic" and ds.name == "synthetic-fer-s5-n140"  # still synthetic, wherever it lies
+    test = ds.splits["test"]  # test/ is the first 20 % of make_synthetic's images
+    for label in range(7):  # the loader groups by class folder; within a class the written order holds
+        assert np.array_equal(test.x[test.y == label, :, :, 0], x[:28][y[:28] == label])
+    assert write_synthetic(root, n=140, seed=5) == root  # the same set again: kept as is
+    with pytest.raises(DataError, match="already exists"):
+        write_synthetic(root, n=140, seed=6)
+
+
+def test_stale_synthetic_cache_is_regenerated(tmp_path):
+    first = load_dataset("synthetic:70", cache_dir=tmp_path)
+    marker = tmp_path / "synthetic" / "s0-n70" / ".complete"
+    marker.write_text("synthetic FER faces v0\n")  # as an older generator would have left it
+    assert load_dataset(str(marker.parent), cache_dir=tmp_path).name == "synthetic-s0-n70"
+    second = load_dataset("synthetic:70", cache_dir=tmp_path)
+    assert marker.read_text() != "synthetic FER faces v0\n"
+    assert np.array_equal(first.splits["test"].x, second.splits["test"].x)
+    with pytest.raises(DataError, match="synthetic:N"):
+        load_dataset("synthetic:5", cache_dir=tmp_path)
 
 
 def test_folder_uses_fer_label_order_and_mixed_case(tmp_path):
@@ -68,14 +93,32 @@ def test_test_only_folder_and_cache(tmp_path):
     ds = load_dataset(str(tmp_path / "only"), cache_dir=tmp_path / "c")
     assert list(ds.splits) == ["test"]
     cached = list((tmp_path / "c" / "decoded").glob("*.npz"))
-    assert len(cached) == 1
-    # touching the files changes the digest (a new cache entry); an unchanged source reuses its entry
+    assert [p.stem for p in cached] == [ds.digest]
+    # rewriting the files changes the digest (a new cache entry); an unchanged source reuses its entry
     for p in (tmp_path / "only").rglob("*.png"):
         p.write_bytes(p.read_bytes())
     again = load_dataset(str(tmp_path / "only"), cache_dir=tmp_path / "c")
     assert np.array_equal(again.splits["test"].x, ds.splits["test"].x)
     same = load_dataset(str(tmp_path / "only"), cache_dir=tmp_path / "c")
     assert same.digest == again.digest and len(list((tmp_path / "c" / "decoded").glob("*.npz"))) == 2
+
+
+def test_cache_hit_decodes_nothing_and_reseeds_val(tmp_path, monkeypatch):
+    from fer_experiments.data import folder
+
+    root = make_folder(tmp_path / "fer", per_class=4)
+    first = load_dataset(str(root), cache_dir=tmp_path / "c", seed=1)
+
+    def no_decoding(path):
+        raise AssertionError(f"decoded {path} despite the cache")
+
+    monkeypatch.setattr(folder, "_decode", no_decoding)
+    again = load_dataset(str(root), cache_dir=tmp_path / "c", seed=1)
+    assert np.array_equal(again.splits["val"].x, first.splits["val"].x)
+    other = load_dataset(str(root), cache_dir=tmp_path / "c", seed=2, val_fraction=0.25)  # val carved anew
+    assert len(other.splits["val"].y) == 7 and other.splits["test"].y.tolist() == first.splits["test"].y.tolist()
+    with pytest.raises(DataError, match="val_fraction"):
+        load_dataset(str(root), cache_dir=tmp_path / "c", val_fraction=1.0)
 
 
 def _csv(path, rows):
@@ -114,8 +157,14 @@ def test_csv_errors(tmp_path, rows, needle):
 def test_csv_missing_column(tmp_path):
     path = tmp_path / "bad.csv"
     pd.DataFrame({"emotion": [0], "pixels": ["1"]}).to_csv(path, index=False)
-    with pytest.raises(DataError, match="lacks column"):
+    with pytest.raises(DataError, match="lacks column.* Usage"):
         load_dataset(str(path), cache_dir=tmp_path / "c")
+    _csv(path, [])
+    with pytest.raises(DataError, match="has no rows"):
+        load_dataset(str(path), cache_dir=tmp_path / "c")
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(DataError, match="not a .csv"):
+        load_dataset(str(tmp_path / "notes.txt"), cache_dir=tmp_path / "c")
 
 
 def _bad_folder(tmp_path, kind):
@@ -130,6 +179,12 @@ def _bad_folder(tmp_path, kind):
         _face(1).save(root / "train" / "contempt" / "x.png")
     elif kind == "corrupt":
         (happy / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    elif kind == "no_classes":
+        shutil.rmtree(root / "test")
+        (root / "test").mkdir()
+    elif kind == "no_splits":
+        shutil.rmtree(root / "train")
+        shutil.rmtree(root / "test")
     elif kind == "colour":
         Image.fromarray(np.dstack([np.full((48, 48), v, np.uint8) for v in (200, 10, 10)])).save(happy / "red.png")
     return root
@@ -137,7 +192,7 @@ def _bad_folder(tmp_path, kind):
 
 @pytest.mark.parametrize("kind, needle", [
     ("empty", "is empty"), ("unknown", "unknown class folder"), ("corrupt", "broken.jpg is corrupt"),
-    ("colour", "red.png is in colour"),
+    ("colour", "red.png is in colour"), ("no_classes", "has no class folders"), ("no_splits", "neither train/ nor test/"),
 ])
 def test_bad_folders(tmp_path, kind, needle):
     with pytest.raises(DataError) as err:
@@ -150,10 +205,25 @@ def test_missing_path_and_resize_and_gray_rgb(tmp_path):
         load_dataset(str(tmp_path / "nowhere"))
     root = make_folder(tmp_path / "fer", per_class=2)
     _face(77, size=64).save(root / "train" / "Happy" / "big.png")
-    Image.fromarray(np.dstack([np.full((48, 48), 90, np.uint8)] * 3)).save(root / "train" / "Fear" / "rgb.png")
+    gray_rgb = Image.fromarray(np.dstack([np.full((48, 48), 90, np.uint8)] * 3))
+    gray_rgb.save(root / "train" / "Fear" / "rgb.png")
+    gray_rgb.save(root / "train" / "Fear" / "rgb.jpg", quality=75)
+    shutil.rmtree(root / "test" / "Disgust")
     ds = load_dataset(str(root), cache_dir=tmp_path / "c")
-    assert any("resized" in n for n in ds.notes)
-    assert ds.splits["train"].x.shape[1:] == (48, 48, 1)
+    assert "1 images in train/ were not 48x48 and were resized" in ds.notes
+    assert "test/ has no folder for disgust" in ds.notes
+    assert ds.splits["train"].x.shape[1:] == (48, 48, 1) and ds.splits["train"].x.dtype == np.uint8
+    assert ds.counts()["test"]["disgust"] == 0 and ds.counts()["train"]["fear"] + ds.counts()["val"]["fear"] == 4
+
+
+def test_hidden_entries_ignored_and_unprefixed_test_files_kept(tmp_path):
+    root = make_folder(tmp_path / "fer", test_prefixes=("PublicTest", "PrivateTest"), per_class=1)
+    (root / "train" / ".ipynb_checkpoints").mkdir()
+    (root / "train" / "Happy" / "._Training_30.png").write_bytes(b"macOS resource fork")
+    _face(35).save(root / "test" / "Happy" / "extra.png")
+    ds = load_dataset(str(root), cache_dir=tmp_path / "c")
+    assert len(ds.splits["val"].y) == 7 and len(ds.splits["test"].y) == 8
+    assert any("neither PublicTest_ nor PrivateTest_" in n for n in ds.notes)
 
 
 def test_folder_csv_round_trip(tmp_path):

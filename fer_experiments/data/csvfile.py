@@ -2,6 +2,10 @@
 
 Usage: Training → train, PublicTest → val and PrivateTest → test when both test usages are present;
 with only one of them it is the test split (validation is then carved from train).
+
+Errors name the file and the row as a spreadsheet shows it (the header is row 1, so the first image
+is row 2). Rows are checked in order and the first problem is reported; the whole file is checked
+before anything is cached.
 """
 from __future__ import annotations
 
@@ -17,37 +21,50 @@ N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 
 
 def read_csv(path: Path):
-    try:
-        df = pd.read_csv(path, dtype={"pixels": str, "Usage": str})
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as exc:
-        raise DataError(f"CSV {path} cannot be parsed ({type(exc).__name__}): give a fer2013.csv with "
-                        f"columns emotion,pixels,Usage") from None
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"CSV {path} lacks column(s) {', '.join(missing)}: fer2013.csv has emotion,pixels,Usage")
+    """{split: (x, y)} and notes (none yet) from a fer2013.csv(.gz); DataError on the first bad row."""
+    df = _read_table(path)
     emotion = pd.to_numeric(df["emotion"], errors="coerce")
     bad = np.flatnonzero(~emotion.isin(range(len(CLASSES))))
     if len(bad):
-        raise DataError(f"CSV {path} row {bad[0] + 2}: emotion {str(df['emotion'].iloc[bad[0]])} is not a label 0..6 "
+        raise DataError(f"CSV {path} row {bad[0] + 2}: emotion {df['emotion'].iloc[bad[0]]} is not a label 0..6 "
                         f"(0 angry … 6 neutral): fix or drop the row")
     unknown = np.flatnonzero(~df["Usage"].isin(USAGES))
     if len(unknown):
         raise DataError(f"CSV {path} row {unknown[0] + 2}: Usage {df['Usage'].iloc[unknown[0]]!r} is unknown: "
                         f"use Training, PublicTest or PrivateTest")
-    x = np.zeros((len(df), IMAGE_SIZE, IMAGE_SIZE, 1), np.uint8)
-    for i, text in enumerate(df["pixels"].fillna("")):
-        values = text.split()
-        if len(values) != N_PIXELS:
-            raise DataError(f"CSV {path} row {i + 2}: {len(values)} pixels instead of {N_PIXELS} (48x48): fix or drop the row")
-        try:
-            row = np.array(values, dtype=np.int64)
-        except ValueError:
-            raise DataError(f"CSV {path} row {i + 2}: pixels must be integers 0..255: fix or drop the row") from None
-        if row.min() < 0 or row.max() > 255:
-            raise DataError(f"CSV {path} row {i + 2}: pixel values outside 0..255: fix or drop the row")
-        x[i, :, :, 0] = row.reshape(IMAGE_SIZE, IMAGE_SIZE)
-    y = emotion.to_numpy(dtype=np.int64)
-    usage = df["Usage"].map(USAGES).to_numpy()
+    x = np.stack([_pixels(text, path, i + 2) for i, text in enumerate(df["pixels"].fillna(""))])
+    return _by_usage(x[..., None], emotion.to_numpy(dtype=np.int64), df["Usage"].map(USAGES).to_numpy()), []
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, dtype={"pixels": str, "Usage": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise DataError(f"CSV {path} cannot be parsed ({type(exc).__name__}): give a fer2013.csv with "
+                        f"columns emotion,pixels,Usage") from None
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"CSV {path} lacks column(s) {', '.join(missing)}: fer2013.csv has emotion,pixels,Usage")
+    if df.empty:
+        raise DataError(f"CSV {path} has no rows: give a fer2013.csv with at least one image")
+    return df
+
+
+def _pixels(text: str, path: Path, row: int) -> np.ndarray:
+    """One row's space-separated pixels as a (48, 48) uint8 image, checked before any narrowing cast."""
+    values = text.split()
+    if len(values) != N_PIXELS:
+        raise DataError(f"CSV {path} row {row}: {len(values)} pixels instead of {N_PIXELS} (48x48): fix or drop the row")
+    try:
+        image = np.array(values, dtype=np.int64)
+    except ValueError:
+        raise DataError(f"CSV {path} row {row}: pixels must be integers 0..255: fix or drop the row") from None
+    if image.min() < 0 or image.max() > 255:
+        raise DataError(f"CSV {path} row {row}: pixel values outside 0..255: fix or drop the row")
+    return image.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
+
+
+def _by_usage(x: np.ndarray, y: np.ndarray, usage: np.ndarray) -> dict:
     parts = {}
     if (usage == "train").any():
         parts["train"] = (x[usage == "train"], y[usage == "train"])
@@ -55,16 +72,19 @@ def read_csv(path: Path):
     if has_public and has_private:
         parts["val"] = (x[usage == "public"], y[usage == "public"])
         parts["test"] = (x[usage == "private"], y[usage == "private"])
-    elif has_public or has_private:
+    elif has_public or has_private:  # one test usage only: it is the test split
         mask = (usage == "public") | (usage == "private")
         parts["test"] = (x[mask], y[mask])
-    return parts, []
+    return parts
 
 
 def write_csv(path: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]]) -> Path:
     """splits: {Usage: (x, y)} → one fer2013.csv (gzipped if the name ends .gz)."""
-    frames = [pd.DataFrame({"emotion": y.astype(int), "pixels": [" ".join(map(str, img.ravel())) for img in x],
-                            "Usage": usage}) for usage, (x, y) in splits.items()]
+    # Look up ready-made strings for 0..255: ~5x faster than str() on every numpy pixel (32k images).
+    text = [str(v) for v in range(256)]
+    frames = [pd.DataFrame({"emotion": y.astype(int), "Usage": usage,
+                            "pixels": [" ".join([text[v] for v in img.ravel().tolist()]) for img in x]})
+              for usage, (x, y) in splits.items()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.concat(frames, ignore_index=True).to_csv(path, index=False)
+    pd.concat(frames, ignore_index=True)[list(COLUMNS)].to_csv(path, index=False)
     return path

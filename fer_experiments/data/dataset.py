@@ -17,6 +17,9 @@ from sklearn.model_selection import train_test_split
 from . import cache, csvfile, folder, synthetic
 from .labels import CLASSES, DataError
 
+SYNTHETIC_SEED = 0
+MIN_SYNTHETIC = 70  # below this the rare classes (disgust) get too few images to split three ways
+
 
 @dataclass
 class Split:
@@ -26,12 +29,12 @@ class Split:
 
 @dataclass
 class Dataset:
-    name: str
-    source: str
+    name: str  # folder or CSV base name; synthetic sets are always named synthetic-…
+    source: str  # absolute path read (for synthetic: the folder it was written to)
     kind: str  # folder | csv | synthetic
-    digest: str
-    splits: dict[str, Split]
-    notes: list[str] = field(default_factory=list)
+    digest: str  # of the source: the decoded-cache key
+    splits: dict[str, Split]  # in order train, val, test; a test-only folder has just "test"
+    notes: list[str] = field(default_factory=list)  # warnings for the user (resized images, missing classes)
 
     @property
     def synthetic(self) -> bool:
@@ -42,31 +45,23 @@ class Dataset:
                 for name, s in self.splits.items()}
 
     def majority_rate(self, split: str = "val") -> float:
+        """Accuracy of always predicting the split's most frequent class: the floor a model must beat."""
+        if split not in self.splits or not len(self.splits[split].y):
+            raise DataError(f"dataset {self.name} has no {split} split (it has {', '.join(self.splits)})")
         y = self.splits[split].y
         return float(np.bincount(y).max() / len(y))
 
 
 def load_dataset(source: str | os.PathLike | None = None, *, val_fraction: float = 0.1, seed: int = 42,
                  cache_dir: str | os.PathLike | None = None, synthetic_size: int = 4000) -> Dataset:
+    """Load a FER-2013 folder, a fer2013.csv(.gz) or the synthetic set ("synthetic", "synthetic:N", None).
+
+    `val_fraction` and `seed` only shape the validation split carved from train when the source has
+    no PublicTest/PrivateTest pair; they never change what is decoded or cached."""
+    if not 0 < val_fraction < 1:
+        raise DataError(f"val_fraction {val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
     cache_root = Path(cache_dir) if cache_dir else cache.default_cache_dir()
-    src = "synthetic" if source is None else str(source)
-    kind = "folder"
-    if src.split(":")[0] == "synthetic":
-        n = _synthetic_size(src, synthetic_size)
-        path = cache_root / "synthetic" / f"s0-n{n}"
-        if not (path / ".complete").exists():
-            synthetic.write_synthetic(path, n=n, seed=0)
-        kind, name = "synthetic", f"synthetic-fer-n{n}"
-    else:
-        path = Path(src).expanduser()
-        if not path.exists():
-            raise DataError(f"data path '{src}' does not exist: pass a FER-2013 folder (train/, test/), "
-                            f"a fer2013.csv, or 'synthetic'")
-        if path.is_file() and not path.name.endswith((".csv", ".csv.gz")):
-            raise DataError(f"data file '{src}' is not a .csv or .csv.gz: pass a fer2013.csv or a FER-2013 folder")
-        if path.is_file():
-            kind = "csv"
-        name = path.name.removesuffix(".gz").removesuffix(".csv") if path.is_file() else path.resolve().name
+    path, kind, name = _resolve("synthetic" if source is None else str(source), cache_root, synthetic_size)
     reader = csvfile.read_csv if kind == "csv" else folder.read_folder
     digest = cache.source_digest(path)
     parts, notes = cache.cached(cache_root, digest, lambda: reader(path))
@@ -78,6 +73,25 @@ def load_dataset(source: str | os.PathLike | None = None, *, val_fraction: float
                    splits={k: splits[k] for k in order}, notes=list(notes))
 
 
+def _resolve(src: str, cache_root: Path, synthetic_size: int) -> tuple[Path, str, str]:
+    """(path to read, kind, name) for a source string; the synthetic set is written on first use."""
+    if src.split(":")[0] == "synthetic":
+        n = _synthetic_size(src, synthetic_size)
+        # Generation seed fixed at 0: every run, whatever its training seed, sees the same images.
+        path = synthetic.ensure_synthetic(cache_root / "synthetic" / f"s{SYNTHETIC_SEED}-n{n}", n, SYNTHETIC_SEED)
+        return path, "synthetic", f"synthetic-fer-s{SYNTHETIC_SEED}-n{n}"
+    path = Path(src).expanduser()
+    if not path.exists():
+        raise DataError(f"data path '{src}' does not exist: pass a FER-2013 folder (train/, test/), "
+                        f"a fer2013.csv, or 'synthetic'")
+    if path.is_dir():
+        name = synthetic.synthetic_name(path)  # written by write_synthetic: still synthetic
+        return (path, "synthetic", name) if name else (path, "folder", path.resolve().name)
+    if not path.name.endswith((".csv", ".csv.gz")):
+        raise DataError(f"data file '{src}' is not a .csv or .csv.gz: pass a fer2013.csv or a FER-2013 folder")
+    return path, "csv", path.name.removesuffix(".gz").removesuffix(".csv")
+
+
 def _synthetic_size(src: str, default: int) -> int:
     if ":" not in src:
         return default
@@ -85,16 +99,18 @@ def _synthetic_size(src: str, default: int) -> int:
         n = int(src.split(":", 1)[1])
     except ValueError:
         n = 0
-    if n < 70:
-        raise DataError(f"data '{src}' is not a valid synthetic size: use synthetic:N with N >= 70, e.g. synthetic:4000")
+    if n < MIN_SYNTHETIC:
+        raise DataError(f"data '{src}' is not a valid synthetic size: use synthetic:N with N >= {MIN_SYNTHETIC}, "
+                        f"e.g. synthetic:4000")
     return n
 
 
 def _carve(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
-    """A stratified, seeded validation split from train (classes too rare to stratify fall back)."""
+    """A stratified, seeded validation split from train; unstratified where a class is too rare."""
     idx = np.arange(len(train.y))
-    counts = np.bincount(train.y)
-    stratify = train.y if counts[counts > 0].min() >= 2 and np.ceil(fraction * len(idx)) >= (counts > 0).sum() else None
-    tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=stratify)
-    tr, va = np.sort(tr), np.sort(va)
+    try:
+        tr, va = train_test_split(idx, test_size=fraction, random_state=seed, stratify=train.y)
+    except ValueError:  # a class with < 2 images, or fewer val images than classes
+        tr, va = train_test_split(idx, test_size=fraction, random_state=seed)
+    tr, va = np.sort(tr), np.sort(va)  # keep the source order (grouped by class) within each split
     return Split(train.x[tr], train.y[tr]), Split(train.x[va], train.y[va])

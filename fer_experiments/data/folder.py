@@ -1,12 +1,18 @@
 """The Kaggle folder layout: `<root>/train/<class>/*.jpg|png`, `<root>/test/<class>/...`.
 
-Image rules: grayscale 48×48 is the format. A gray image stored as RGB(A) is accepted; a truly
-coloured one is rejected (FER-2013 is grayscale — convert it first). Other sizes are resized to
+Layout rules: class folders match CLASSES case-insensitively and map to FER label order (never
+alphabetical). A missing class folder is a note; an empty or unknown one is an error. Files with other
+extensions and hidden entries (`.ipynb_checkpoints`, macOS `._*`) are ignored. File lists are sorted,
+so the order of images is deterministic (grouped by class, then by file name).
+
+Image rules: grayscale 48×48 is the format. A gray image stored as RGB(A) or palette is accepted; a
+truly coloured one is rejected (FER-2013 is grayscale — convert it first). Other sizes are resized to
 48×48 (bilinear) and counted in the dataset's notes. Corrupt or unreadable files are rejected. Every
-rejection is a one-line DataError naming the file and the fix.
+rejection is a one-line DataError naming the file and the fix. Decoding runs on a thread pool.
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,6 +22,8 @@ from PIL import Image, UnidentifiedImageError
 from .labels import CLASSES, IMAGE_SIZE, DataError, class_index
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+COLOUR_TOLERANCE = 2  # max channel difference (0..255) still counted as gray
+BATCH = 256  # files per decoding task
 
 
 def _decode(path: Path) -> tuple[np.ndarray, bool]:
@@ -23,35 +31,43 @@ def _decode(path: Path) -> tuple[np.ndarray, bool]:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode in ("RGB", "RGBA", "P", "LA"):
-                rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
-                if np.abs(rgb[..., 0] - rgb[..., 1]).max() > 2 or np.abs(rgb[..., 1] - rgb[..., 2]).max() > 2:
-                    raise DataError(f"image {path} is in colour but FER-2013 is grayscale: convert it "
-                                    f"(e.g. PIL Image.convert('L')) or remove it")
-            gray = im.convert("L")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # Pillow's ways to say "not an image"
         raise DataError(f"image {path} is corrupt or unreadable ({type(exc).__name__}): delete or replace it") from None
+    if im.mode == "P" or len(set(im.getbands()) - {"A"}) > 1:  # a mode that can hold colour
+        rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
+        # Gray saved as RGB has equal channels (JPEG keeps them equal too); allow rounding slack.
+        if np.abs(np.diff(rgb, axis=-1)).max() > COLOUR_TOLERANCE:
+            raise DataError(f"image {path} is in colour but FER-2013 is grayscale: convert it "
+                            f"(e.g. PIL Image.convert('L')) or remove it")
+    gray = im.convert("L")
     resized = gray.size != (IMAGE_SIZE, IMAGE_SIZE)
-    if resized:
+    if resized:  # Pillow's bilinear filter widens its support when shrinking: an area-like average
         gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
     return np.asarray(gray, dtype=np.uint8), resized
+
+
+def _visible(path: Path) -> bool:
+    """Skip hidden entries (.ipynb_checkpoints, macOS ._ files): they are never FER images."""
+    return not path.name.startswith(".")
 
 
 def _class_files(split_dir: Path, notes: list[str]) -> list[tuple[Path, int]]:
     files = []
     seen = set()
-    for sub in sorted(p for p in split_dir.iterdir() if p.is_dir()):
+    for sub in sorted(p for p in split_dir.iterdir() if p.is_dir() and _visible(p)):
         label = class_index(sub.name)
         if label is None:
             raise DataError(f"unknown class folder {sub}: FER-2013 class folders are {', '.join(CLASSES)}; "
                             f"rename or remove it")
-        images = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted((p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and _visible(p)),
+                        key=lambda p: p.name)  # by name: comparing Path objects is slow on 32k files
         if not images:
             raise DataError(f"class folder {sub} is empty: add its images or remove the folder")
         seen.add(label)
         files += [(p, label) for p in images]
+    if not seen:
+        raise DataError(f"{split_dir} has no class folders: put the images in {split_dir}/<class>/ "
+                        f"with <class> among {', '.join(CLASSES)}")
     missing = [c for i, c in enumerate(CLASSES) if i not in seen]
     if missing:
         notes.append(f"{split_dir.name}/ has no folder for {', '.join(missing)}")
@@ -59,8 +75,12 @@ def _class_files(split_dir: Path, notes: list[str]) -> list[tuple[Path, int]]:
 
 
 def _decode_all(files: list[tuple[Path, int]], notes: list[str], where: str):
-    with ThreadPoolExecutor(max_workers=8) as pool:  # Pillow releases the GIL while decoding
-        decoded = list(pool.map(lambda f: _decode(f[0]), files, chunksize=64))
+    paths = [path for path, _ in files]
+    batches = [paths[i:i + BATCH] for i in range(0, len(paths), BATCH)]
+    # Threads, not processes: Pillow releases the GIL while decoding and nothing needs pickling.
+    # Batches keep the per-task overhead (a future per file) small next to a 48x48 JPEG's decode.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        decoded = [d for batch in pool.map(lambda b: [_decode(p) for p in b], batches) for d in batch]
     x = np.stack([d[0] for d in decoded])[..., None] if decoded else np.zeros((0, 48, 48, 1), np.uint8)
     y = np.array([label for _, label in files], dtype=np.int64)
     n_resized = sum(d[1] for d in decoded)
@@ -80,15 +100,21 @@ def read_folder(root: Path):
     if "train" in dirs:
         parts["train"] = _decode_all(_class_files(dirs["train"], notes), notes, "train")
     if "test" in dirs:
-        files = _class_files(dirs["test"], notes)
-        public = [f for f in files if f[0].name.startswith("PublicTest")]
-        private = [f for f in files if f[0].name.startswith("PrivateTest")]
-        if public and private:
-            parts["val"] = _decode_all(public, notes, "test (PublicTest)")
-            parts["test"] = _decode_all(private, notes, "test (PrivateTest)")
-        else:
-            parts["test"] = _decode_all(files, notes, "test")
+        parts |= _read_test(_class_files(dirs["test"], notes), notes)
     return parts, notes
+
+
+def _read_test(files: list[tuple[Path, int]], notes: list[str]) -> dict:
+    """Both PublicTest_ and PrivateTest_ present: the FER-2013 protocol (val, test); else all is test."""
+    public = [f for f in files if f[0].name.startswith("PublicTest")]
+    private = [f for f in files if f[0].name.startswith("PrivateTest")]
+    if not (public and private):
+        return {"test": _decode_all(files, notes, "test")}
+    others = [f for f in files if not f[0].name.startswith(("PublicTest", "PrivateTest"))]
+    if others:  # kept with the held-out half rather than silently dropped
+        notes.append(f"{len(others)} files in test/ are neither PublicTest_ nor PrivateTest_: counted as test")
+    return {"val": _decode_all(public, notes, "test (PublicTest)"),
+            "test": _decode_all(private + others, notes, "test (PrivateTest)")}
 
 
 def write_split(root: Path, split: str, prefix: str, x: np.ndarray, y: np.ndarray) -> None:

@@ -4,11 +4,14 @@ Each class sets a face's mouth curve, openness and width, eyebrow height and til
 (happy smiles, surprise opens mouth and eyes wide and raises the brows, angry lowers the inner brow
 ends and narrows the eyes …). Per-image noise on those parameters makes neighbouring classes overlap
 a little, and pose (shift, scale, roll), lighting gradient, contrast and pixel noise vary freely. Class
-frequencies follow FER-2013's train imbalance. Vectorised NumPy over the whole batch; deterministic
-per seed. Runs on it are labelled synthetic everywhere.
+frequencies follow FER-2013's train imbalance. Vectorised NumPy (a chunk of images at a time, to bound
+memory); deterministic per seed. Measured on 4,000 images: a plain 3-conv CNN (Adam) sits at the
+majority rate (25 %) for ~3 epochs, then reaches 70-85 % by epoch 4-5 and plateaus at 85-90 %.
+A folder written here carries a JSON marker, so it loads as synthetic wherever it is.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -17,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .folder import write_split
-from .labels import FER_TRAIN_COUNTS, IMAGE_SIZE
+from .labels import FER_TRAIN_COUNTS, IMAGE_SIZE, DataError
 
 # Per class (FER order): mouth curve (+ = corners up), mouth open, mouth half-width, mouth skew,
 # brow raise, brow tilt (+ = inner ends down), eye openness.
@@ -31,10 +34,19 @@ EXPRESSIONS = np.array([
     [0.0, 3.4, 3.6, 0.0, 2.6, 0.0, 1.45],     # surprise
     [0.0, 0.3, 5.2, 0.0, 0.0, 0.0, 1.0],      # neutral
 ], dtype=np.float32)
-PARAM_NOISE = np.array([0.7, 0.35, 0.6, 0.4, 0.6, 0.45, 0.15], dtype=np.float32)
+# Per-image noise on those parameters (std, same columns): sized so a small CNN plateaus around
+# 85-90 % — classes overlap a little, so the set still separates better models from worse ones.
+PARAM_NOISE = np.array([1.05, 0.5, 0.9, 0.6, 0.9, 0.7, 0.22], dtype=np.float32)
+CHUNK = 1024  # images rendered at once
+VERSION = 2  # bump whenever a change alters the images: cached sets are then regenerated
+TEST_FRACTION = 0.2  # share of the synthetic set written to test/
+MARKER = ".complete"  # JSON written last: the generator version and arguments
 
 
 def class_counts(n: int) -> np.ndarray:
+    """Images per class for n in total, proportional to FER-2013's train set, at least 2 each."""
+    if n < 2 * len(FER_TRAIN_COUNTS):
+        raise DataError(f"synthetic size {n} is too small: use at least {2 * len(FER_TRAIN_COUNTS)} images")
     p = np.array(FER_TRAIN_COUNTS, dtype=float) / sum(FER_TRAIN_COUNTS)
     counts = np.maximum(np.floor(p * n).astype(int), 2)
     counts[int(np.argmax(p))] += n - counts.sum()  # the remainder goes to the biggest class (happy)
@@ -47,57 +59,113 @@ def _soft(d: np.ndarray) -> np.ndarray:
 
 
 def make_synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n faces as (n, 48, 48) uint8 and their FER labels (n,) int64; deterministic per seed."""
     rng = np.random.default_rng(seed)
-    y = rng.permutation(np.repeat(np.arange(7), class_counts(n)))
-    p = EXPRESSIONS[y] + rng.normal(0, 1, (n, 7)).astype(np.float32) * PARAM_NOISE
-    curve, mouth_open, width, skew, raise_, tilt, eye = (p[:, i, None, None] for i in range(7))
-    width, eye, mouth_open = np.maximum(width, 2.5), np.maximum(eye, 0.25), np.maximum(mouth_open, 0.25)
-    # Pose: shift, scale and roll map the pixel grid into the face's own frame.
+    y = rng.permutation(np.repeat(np.arange(len(EXPRESSIONS)), class_counts(n)))
+    params = _sample(rng, y)
+    # Render in chunks: whole-batch float temporaries would need gigabytes for a FER-sized set.
+    chunks = [_render({k: v[i:i + CHUNK] for k, v in params.items()}, rng) for i in range(0, n, CHUNK)]
+    x = np.concatenate(chunks) if chunks else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    return x, y.astype(np.int64)
+
+
+def _sample(rng: np.random.Generator, y: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image expression, pose and lighting parameters, each shaped (n, 1, 1) to broadcast over pixels."""
+    n = len(y)
+    p = EXPRESSIONS[y] + rng.standard_normal((n, 7), dtype=np.float32) * PARAM_NOISE
+    p[:, [1, 2, 6]] = np.maximum(p[:, [1, 2, 6]], [0.25, 2.5, 0.25])  # open, width, eye stay drawable
+    out = {name: p[:, i] for i, name in enumerate(("curve", "open", "width", "skew", "raise", "tilt", "eye"))}
+    uniform = lambda lo, hi: rng.uniform(lo, hi, n).astype(np.float32)  # noqa: E731
+    out |= {"dx": rng.normal(0, 1.5, n), "dy": rng.normal(0, 1.5, n), "scale": uniform(0.88, 1.12),
+            "roll": np.deg2rad(rng.normal(0, 6, n)), "skin": uniform(130, 190), "skin_grad": uniform(-35, 35),
+            "back": uniform(20, 110), "back_grad": uniform(-20, 20), "contrast": uniform(0.75, 1.2)}
+    return {k: v.astype(np.float32)[:, None, None] for k, v in out.items()}
+
+
+def _render(p: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """Draw faces from analytic shapes on a pixel grid, then light them and add sensor noise."""
     g = np.arange(IMAGE_SIZE, dtype=np.float32) - (IMAGE_SIZE - 1) / 2
     gy, gx = np.meshgrid(g, g, indexing="ij")
-    dx, dy = (rng.normal(0, 1.5, (2, n, 1, 1))).astype(np.float32)
-    scale = rng.uniform(0.88, 1.12, (n, 1, 1)).astype(np.float32)
-    roll = np.deg2rad(rng.normal(0, 6, (n, 1, 1))).astype(np.float32)
-    u, v = (gx - dx) / scale, (gy - dy) / scale
-    x = np.cos(roll) * u + np.sin(roll) * v
-    yy = -np.sin(roll) * u + np.cos(roll) * v
+    # Pose: shift, scale and roll map the pixel grid into the face's own frame.
+    u, v = (gx - p["dx"]) / p["scale"], (gy - p["dy"]) / p["scale"]
+    x = np.cos(p["roll"]) * u + np.sin(p["roll"]) * v
+    yy = -np.sin(p["roll"]) * u + np.cos(p["roll"]) * v
     ax = np.abs(x)
-
     face = _soft((np.sqrt((x / 15.5) ** 2 + (yy / 19.5) ** 2) - 1) * 16)
-    eyes = _soft((np.sqrt(((ax - 6.5) / 3.2) ** 2 + ((yy + 4.5) / (1.6 * eye)) ** 2) - 1) * 2.5)
-    brow_y = -10.0 - raise_ + tilt * (6.5 - ax) / 3.0
-    brows = _soft(np.abs(yy - brow_y) - 1.0) * (ax > 2.8) * (ax < 10.5)
-    xm = x / width
-    mouth_line = 9.5 - 1.5 * curve * xm ** 2 + 0.75 * curve + skew * xm
-    half = np.maximum(1.0, mouth_open * np.sqrt(np.clip(1 - xm ** 2, 0, 1)))
+    eyes = _soft((np.sqrt(((ax - 6.5) / 3.2) ** 2 + ((yy + 4.5) / (1.6 * p["eye"])) ** 2) - 1) * 2.5)
+    brow_y = -10.0 - p["raise"] + p["tilt"] * (6.5 - ax) / 3.0  # tilt > 0: inner ends (small |x|) lower
+    brows = _soft(np.abs(yy - brow_y) - 0.8) * (ax > 2.8) * (ax < 10.5)
+    xm = x / p["width"]
+    mouth_line = 9.5 - p["curve"] * xm ** 2 + p["curve"] * 0.5 + p["skew"] * xm  # parabola: corners up if curve > 0
+    half = np.maximum(0.7, p["open"] * np.sqrt(np.clip(1 - xm ** 2, 0, 1)))  # lips part most at the centre
     mouth = _soft(np.abs(yy - mouth_line) - half) * (np.abs(xm) < 1)
-    nose = _soft(np.abs(x) - 0.6) * (yy > -2) * (yy < 4) * 0.35
-
-    skin = rng.uniform(140, 200, (n, 1, 1)) + rng.uniform(-20, 20, (n, 1, 1)) * gx / 24
-    background = rng.uniform(20, 110, (n, 1, 1)) + rng.uniform(-20, 20, (n, 1, 1)) * gy / 24
+    nose = _soft(ax - 0.6) * (yy > -2) * (yy < 4) * 0.35
+    skin = p["skin"] + p["skin_grad"] * gx / 24  # side lighting across the face
+    background = p["back"] + p["back_grad"] * gy / 24
     img = background + face * (skin - background)
-    img = img - face * np.clip(0.95 * eyes + 0.85 * brows + 0.95 * mouth + nose, 0, 1) * (skin - 15)
-    img = (img - img.mean(axis=(1, 2), keepdims=True)) * rng.uniform(0.75, 1.2, (n, 1, 1)) \
-        + img.mean(axis=(1, 2), keepdims=True)
-    img = img + rng.normal(0, 6, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8), y.astype(np.int64)
+    img -= face * (0.75 * eyes + 0.65 * brows + 0.7 * mouth + nose) * (skin - 25)
+    mean = img.mean(axis=(1, 2), keepdims=True)
+    img = (img - mean) * p["contrast"] + mean + rng.standard_normal(img.shape, dtype=np.float32) * 7
+    return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def write_synthetic(root, *, n: int = 4000, seed: int = 0, test_fraction: float = 0.2) -> Path:
-    """Write the set in the Kaggle folder layout (train/ Training_*, test/ PublicTest_*)."""
+def _marker(n: int, seed: int, test_fraction: float) -> str:
+    return json.dumps({"generator": "fer_experiments synthetic faces", "version": VERSION, "n": n, "seed": seed,
+                       "test_fraction": test_fraction}) + "\n"
+
+
+def synthetic_name(root: Path) -> str | None:
+    """The dataset name for a folder written by write_synthetic (it holds our marker), else None.
+
+    This keeps a synthetic set synthetic wherever it is loaded from, so its runs are never filed
+    with real FER-2013 results."""
+    try:
+        info = json.loads((root / MARKER).read_text())
+        return f"synthetic-fer-s{int(info['seed'])}-n{int(info['n'])}"
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):  # an older or damaged marker: still ours
+        return f"synthetic-{root.resolve().name}"
+
+
+def write_synthetic(root, *, n: int = 4000, seed: int = 0, test_fraction: float = TEST_FRACTION) -> Path:
+    """Write the set in the Kaggle folder layout (train/ Training_*, test/ PublicTest_*).
+
+    Idempotent: a folder already holding this very set (same marker) is kept. Any other non-empty
+    folder is refused rather than mixed with or overwritten."""
     root = Path(root)
+    marker = _marker(n, seed, test_fraction)
+    if _holds(root, marker):
+        return root
+    if root.exists() and any(root.iterdir()):
+        raise DataError(f"folder {root} already exists and is not this synthetic set: choose a new folder or delete it")
     x, y = make_synthetic(n, seed)
     n_test = int(round(n * test_fraction))
     # Build beside the target and rename: parallel workers never see a half-written set.
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=f".{root.name}-"))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
     write_split(tmp, "train", "Training", x[n_test:], y[n_test:])
     write_split(tmp, "test", "PublicTest", x[:n_test], y[:n_test])
-    (tmp / ".complete").write_text(f"synthetic FER faces, n={n}, seed={seed}\n")
+    (tmp / MARKER).write_text(marker)
     try:
-        os.rename(tmp, root)
-    except OSError:  # someone else finished first (or the folder exists): keep theirs
+        os.rename(tmp, root)  # also replaces an empty folder
+    except OSError:  # another process finished first: keep theirs
         shutil.rmtree(tmp, ignore_errors=True)
-        if not (root / ".complete").exists():
+        if not _holds(root, marker):
             raise
     return root
+
+
+def ensure_synthetic(root: Path, n: int, seed: int = 0) -> Path:
+    """The cached set at root, (re)written unless it is complete and from this generator version."""
+    if root.exists() and not _holds(root, _marker(n, seed, TEST_FRACTION)):
+        shutil.rmtree(root, ignore_errors=True)  # our own cache: stale or half-deleted, safe to drop
+    return write_synthetic(root, n=n, seed=seed)
+
+
+def _holds(root: Path, marker: str) -> bool:
+    try:
+        return (root / MARKER).read_text() == marker
+    except OSError:
+        return False
