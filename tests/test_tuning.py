@@ -114,7 +114,7 @@ def test_existing_study_with_other_direction(store, tmp_path):
     assert not all_runs()
 
 
-def _worker(storage: str, study: str, n_trials: int, extra_env=None, epochs=3):
+def _worker(storage: str, study: str, n_trials: int, extra_env=None, epochs=2):
     cmd = [sys.executable, "-m", "fer_experiments.cli", "tune", "--model", "custom", "--data", SMALL_DATA,
            "--epochs", str(epochs), "--n_trials", str(n_trials), "--study", study, "--storage", storage,
            "--sampler", "random", "--pruner", "none"]
