@@ -25,7 +25,8 @@ def store(tmp_path, monkeypatch, data_cache):
     monkeypatch.chdir(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        monkeypatch.delenv(leaked, raising=False)
     mlflow.set_tracking_uri(uri)
     yield uri
     while mlflow.active_run():
@@ -127,7 +128,8 @@ def mlflow_server(tmp_path, monkeypatch, data_cache):
         proc.kill()
         pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):  # set_experiment exports these
+        monkeypatch.delenv(leaked, raising=False)
     mlflow.set_tracking_uri(uri)
     yield uri
     proc.terminate()

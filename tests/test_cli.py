@@ -103,7 +103,8 @@ def _mlflow_run(store, *params, experiment="e2e"):
            "--experiment-name", experiment]
     for p in params:
         cmd += ["-P", p]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")}
+    env["MLFLOW_TRACKING_URI"] = store
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
 
 

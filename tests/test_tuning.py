@@ -138,7 +138,7 @@ def test_two_workers_share_a_journal_study(mlflow_server, tmp_path):
     storage = f"journal:{tmp_path / 'study.log'}"
     workers = [_worker(storage, "shared", 4) for _ in range(2)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
-    assert all(w.returncode == 0 for w in workers), outputs
+    assert all(w.returncode == 0 for w in workers), [o[-3000:] for o in outputs]
     journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "study.log")))
     _check_shared_study(journal, "shared", 4)
 
@@ -147,7 +147,7 @@ def test_two_workers_share_a_postgres_study(mlflow_server, postgres):
     url = postgres()
     workers = [_worker(url, "pg", 4) for _ in range(2)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
-    assert all(w.returncode == 0 for w in workers), outputs
+    assert all(w.returncode == 0 for w in workers), [o[-3000:] for o in outputs]
     _check_shared_study(url, "pg", 4)
 
 
