@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -54,14 +55,22 @@ def open_storage(url: str, on_fail):
     if "://" not in url:
         raise ConfigError(f"storage '{url}' is not a SQLAlchemy URL or journal file: use e.g. "
                           f"postgresql://user:pass@host/db, journal:path/to/file.log, or leave it empty")
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's wording, and documented
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
-                              grace_period=3 * HEARTBEAT_S, heartbeat_stale_trial_callback=_retry_and_record(on_fail))
-    except Exception as exc:  # noqa: BLE001 — SQLAlchemy/driver errors vary; the user needs one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"storage {mask_url(url)} is unreachable ({first}): start the database or fix the URL") from None
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's wording, and documented
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
+                                  grace_period=3 * HEARTBEAT_S,
+                                  heartbeat_stale_trial_callback=_retry_and_record(on_fail))
+        except Exception as exc:  # noqa: BLE001 — SQLAlchemy/driver errors vary; the user needs one line
+            text = str(exc)
+            # Workers starting together on an empty database race to create Optuna's tables:
+            # the loser sees a duplicate-key error; the tables exist by then, so try again.
+            if ("UniqueViolation" in text or "already exists" in text) and attempt < 4:
+                time.sleep(1 + attempt)
+                continue
+            first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            raise ConfigError(f"storage {mask_url(url)} is unreachable ({first}): start the database or fix the URL") from None
 
 
 def requeue_dead_local_trials(study, on_fail) -> int:

@@ -28,6 +28,20 @@ SAMPLERS = {"tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
 PRUNERS = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
            "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1),
            "none": lambda: optuna.pruners.NopPruner()}
+FLOOR_WARMUP = 3  # epochs a trial gets to beat the majority-class rate before the floor applies
+
+
+class FloorOr(optuna.pruners.BasePruner):
+    """The chosen pruner, plus a floor: a trial still no better than always predicting the majority
+    class after FLOOR_WARMUP epochs has learned nothing, and is pruned. (Median and successive
+    halving never prune ties, and FER networks often sit exactly at that rate when mis-tuned.)"""
+
+    def __init__(self, pruner, floor: float):
+        self.pruner = pruner
+        self.floor = optuna.pruners.ThresholdPruner(lower=floor, n_warmup_steps=FLOOR_WARMUP - 1)
+
+    def prune(self, study, trial) -> bool:
+        return self.floor.prune(study, trial) or self.pruner.prune(study, trial)
 
 
 @dataclass
@@ -79,7 +93,8 @@ def tune(s: TuneSettings, echo=print):
     ds = fer_data.load_dataset(s.base.data, val_fraction=s.base.val_fraction, seed=s.base.seed)  # decode once
     name = s.study or f"fer-{s.base.model}-{'synthetic' if ds.synthetic else ds.name}"
     storage = open_storage(s.storage, on_fail=_fail_trial_run)
-    study, parent = _open_study(s, name, storage, ds.synthetic)
+    floor = ds.majority_rate("val") + 0.005  # a hair above "always the majority class"
+    study, parent = _open_study(s, name, storage, ds.synthetic, floor)
     requeue_dead_local_trials(study, on_fail=_fail_trial_run)
     objective = _objective(s, space, parent, study)
     remaining = s.n_trials - len(study.get_trials(states=FINISHED))
@@ -96,8 +111,9 @@ def tune(s: TuneSettings, echo=print):
     return study, parent, best
 
 
-def _open_study(s: TuneSettings, name: str, storage, synthetic: bool):
-    sampler, pruner = SAMPLERS[s.sampler](s.base.seed), PRUNERS[s.pruner]()
+def _open_study(s: TuneSettings, name: str, storage, synthetic: bool, floor: float):
+    sampler = SAMPLERS[s.sampler](s.base.seed)
+    pruner = PRUNERS[s.pruner]() if s.pruner == "none" else FloorOr(PRUNERS[s.pruner](), floor)
     try:  # creating the study is atomic in every storage: exactly one worker wins and makes the parent
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
                                     pruner=pruner)
