@@ -36,11 +36,14 @@ class FloorOr(optuna.pruners.BasePruner):
     class after FLOOR_WARMUP epochs has learned nothing, and is pruned. (Median and successive
     halving never prune ties, and FER networks often sit exactly at that rate when mis-tuned.)"""
 
-    def __init__(self, pruner, floor: float):
-        self.pruner = pruner
+    def __init__(self, pruner, floor: float, epochs: int):
+        self.pruner, self.last_step = pruner, epochs - 1
         self.floor = optuna.pruners.ThresholdPruner(lower=floor, n_warmup_steps=FLOOR_WARMUP - 1)
 
     def prune(self, study, trial) -> bool:
+        # At the last epoch there is nothing left to save: let the trial complete with its value.
+        if trial.last_step is not None and trial.last_step >= self.last_step:
+            return self.pruner.prune(study, trial)
         return self.floor.prune(study, trial) or self.pruner.prune(study, trial)
 
 
@@ -113,7 +116,7 @@ def tune(s: TuneSettings, echo=print):
 
 def _open_study(s: TuneSettings, name: str, storage, synthetic: bool, floor: float):
     sampler = SAMPLERS[s.sampler](s.base.seed)
-    pruner = PRUNERS[s.pruner]() if s.pruner == "none" else FloorOr(PRUNERS[s.pruner](), floor)
+    pruner = PRUNERS[s.pruner]() if s.pruner == "none" else FloorOr(PRUNERS[s.pruner](), floor, s.base.epochs)
     try:  # creating the study is atomic in every storage: exactly one worker wins and makes the parent
         study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
                                     pruner=pruner)
