@@ -28,7 +28,7 @@ SAMPLERS = {"tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
 PRUNERS = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
            "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1),
            "none": lambda: optuna.pruners.NopPruner()}
-FLOOR_WARMUP = 3  # epochs a trial gets to beat the majority-class rate before the floor applies
+FLOOR_WARMUP = 5  # epochs a trial gets to beat the majority-class rate before the floor applies
 
 
 class FloorOr(optuna.pruners.BasePruner):
