@@ -127,7 +127,7 @@ def tune(model, data, preset, n_trials, timeout, epochs, study, storage, sampler
                                    experiment=mlflow_experiment)
     _, parent, best = tuning.tune(settings, echo=click.echo)
     if best is None:
-        click.echo(f"no finished trial yet; parent run {parent}")
+        click.echo(f"no completed trial (all pruned or failed so far): no best model; parent run {parent}")
     else:
         click.echo(f"best trial {best.number}: val_accuracy {best.value:.4f} params {best.params} "
                    f"(test_accuracy {best.user_attrs.get('test_accuracy')}, reported only); parent run {parent}")
