@@ -5,6 +5,7 @@ problem and the fix, with exit code 2; set FER_DEBUG=1 for the full traceback.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import sys
@@ -50,7 +51,7 @@ def _config_options(fn):
         "limit": "keep at most N images per split (smoke runs); 0 = all",
     }
     defaults = cfgmod.TrainConfig()
-    for f in reversed(list(cfgmod.fields(cfgmod.TrainConfig))):
+    for f in reversed(list(dataclasses.fields(cfgmod.TrainConfig))):
         default = getattr(defaults, f.name)
         text = helps.get(f.name, f.name.replace("_", " "))
         opt = click.option(f"--{f.name}", f.name, default=None, metavar=f.type.split(" ")[0].upper(),

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -76,8 +77,6 @@ def active_run(*, experiment: str, run_name: str, tags: dict, resume_run_id: str
 
 
 def _main_thread() -> bool:
-    import threading  # noqa: PLC0415
-
     return threading.current_thread() is threading.main_thread()
 
 
