@@ -20,14 +20,21 @@ Like ImageDataGenerator, zoom scales height and width independently and geometri
 with the nearest pixel. Inputs and outputs are float pixel values 0..255, shape (N, 48, 48, 1); the
 result is clipped to 0..255. The augmenter is a ``keras.Sequential`` the trainer puts in front of
 the network, so it runs batched inside the graph (any backend) and is the identity at inference.
+
+Crop training (``crop=40``) is a random shift of up to ±(48 − crop)/2 px per image here, followed by
+a centre crop in the model (``training.build_model``): together a random crop×crop window in
+training and the centre window at inference. `MixupBatches` is mixup, which needs the labels and so
+lives in the batch feed rather than in the graph.
 """
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 from keras import layers
 
 ROTATION_MAX_DEG = 40.0
@@ -69,14 +76,22 @@ def resolve(strength: float, erasing: bool = False) -> AugParams:
     )
 
 
-def build_augmenter(strength: float, *, erasing: bool = False, seed: int | None = None) -> keras.Sequential | None:
-    """A Sequential of Keras preprocessing layers for `strength`, or None when it does nothing."""
+def build_augmenter(strength: float, *, erasing: bool = False, crop: int = 0, size: int = 48,
+                    seed: int | None = None) -> keras.Sequential | None:
+    """A Sequential of Keras preprocessing layers for `strength` (and crop training), or None when it
+    does nothing."""
     params = resolve(strength, erasing)
-    if strength == 0:
+    if strength == 0 and not crop:
         return None
     # Distinct seeds per layer, so seeded layers don't draw correlated random numbers.
     seeds = itertools.repeat(None) if seed is None else itertools.count(seed)
     stack = _layers(params, seeds)
+    if crop:
+        # Whole-pixel shifts of up to the crop margin: the centre crop×crop window then lands on any
+        # crop×crop window of the face, and the padding never enters it.
+        shift = ((size - crop) // 2) / size
+        stack.append(layers.RandomTranslation((-shift, shift), (-shift, shift), fill_mode=FILL_MODE,
+                                              interpolation="nearest", seed=next(seeds), name="crop_shift"))
     # Interpolation and contrast can step slightly outside the pixel range; ReLU(max_value) is a
     # built-in, serialisable clip to 0..255 (and the identity on valid inputs at inference).
     stack.append(layers.ReLU(max_value=VALUE_RANGE[1], name="clip_0_255"))
@@ -103,3 +118,38 @@ def _layers(p: AugParams, seeds: Iterator) -> list[keras.layers.Layer]:
         probability = (p.erasing, p.erasing)  # a single float would mean "sampled from [0, p]"
         stack.append(layers.RandomErasing(probability, **photometric, seed=next(seeds), name="erasing"))
     return stack
+
+
+class MixupBatches(keras.utils.PyDataset):
+    """Shuffled training batches with mixup (Zhang et al. 2018): each image and its one-hot label are
+    blended with another image of the batch, weight λ ~ Beta(α, α) per image, vectorised in NumPy.
+
+    Every batch draws from its own generator seeded by (seed, epoch, index): reproducible and safe
+    under Keras's worker threads."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, alpha: float, num_classes: int,
+                 seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.labels = x, np.eye(num_classes, dtype="float32")[y]
+        self.batch_size, self.alpha, self.seed, self.epoch = batch_size, alpha, seed, 0
+        self.order = self._order()
+
+    def _order(self) -> np.ndarray:
+        return np.random.default_rng((self.seed, self.epoch)).permutation(len(self.x))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        idx = self.order[index * self.batch_size:(index + 1) * self.batch_size]
+        x, y = self.x[idx].astype("float32"), self.labels[idx]
+        lam = rng.beta(self.alpha, self.alpha, size=len(idx)).astype("float32")
+        partner = rng.permutation(len(idx))
+        x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * x[partner]
+        y = lam[:, None] * y + (1 - lam[:, None]) * y[partner]
+        return x, y
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = self._order()

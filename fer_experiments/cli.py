@@ -83,17 +83,21 @@ def train(preset, mlflow_experiment, resume_run_id, **options):
 
 
 @main.command()
-@click.argument("model_uri")
+@click.argument("model_uris", nargs=-1, required=True, metavar="MODEL_URI...")
 @click.option("--data", default="synthetic", show_default=True, help="dataset to evaluate on (folder, CSV, synthetic)")
 @click.option("--split", "splits", multiple=True, help="split(s) to evaluate [all of val/test present]")
+@click.option("--tta", "tta", multiple=True, type=click.Choice(["flip", "tencrop"]),
+              help="test-time augmentation accuracies logged beside the plain one [flip and tencrop]")
 @click.option("--mlflow-experiment", default=None, help="MLflow experiment for the evaluation run")
 @click.option("--no-log", is_flag=True, help="print only; record nothing in MLflow")
 @user_errors
-def evaluate(model_uri, data, splits, mlflow_experiment, no_log):
-    """Evaluate a logged model (models:/…, runs:/…) or a .keras file on a dataset."""
+def evaluate(model_uris, data, splits, tta, mlflow_experiment, no_log):
+    """Evaluate a logged model (models:/…, runs:/…) or a .keras file on a dataset; several models
+    are evaluated as one ensemble (their probabilities averaged)."""
     from . import evaluation  # noqa: PLC0415
 
-    for line in evaluation.evaluate(model_uri, data, splits=splits, experiment=mlflow_experiment, log=not no_log):
+    for line in evaluation.evaluate(list(model_uris), data, splits=splits, tta=tuple(tta) or ("flip", "tencrop"),
+                                    experiment=mlflow_experiment, log=not no_log):
         click.echo(line)
 
 

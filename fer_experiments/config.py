@@ -32,13 +32,18 @@ class TrainConfig:
     dropout: float = 0.3
     aug_strength: float | None = None  # None → the model's default (custom 0, custom_aug 0.5)
     erasing: bool = False            # random erasing, scaled by aug_strength
+    crop: int = 0                    # >0: train on random crop×crop windows, predict on the centre one (e.g. 40)
+    label_smoothing: float = 0.0     # cross-entropy label smoothing
+    mixup: float = 0.0               # >0: mixup with Beta(mixup, mixup) weights (e.g. 0.2); 0 = off
     unfreeze: int = 0                # top backbone blocks trainable (transfer models only)
     weights: str = "imagenet"        # imagenet | none | path to a local weights file
     image_size: int | None = None    # backbone input size (transfer models); None → model default
     val_fraction: float = 0.1        # validation carved from train when the data has no validation split
     class_weight: str = "none"       # none | balanced (FER-2013 is imbalanced: disgust is 1.5 % of train)
-    patience: int = 8                # EarlyStopping on val_accuracy, best weights restored
-    lr_patience: int = 3             # ReduceLROnPlateau on val_accuracy
+    schedule: str = "plateau"        # plateau (ReduceLROnPlateau) | cosine | onecycle | constant
+    warmup_epochs: int = 0           # linear warm-up from lr/25 (cosine); onecycle always warms up 30 %
+    patience: int = 8                # EarlyStopping on val_accuracy, best weights restored (0 = off)
+    lr_patience: int = 3             # ReduceLROnPlateau on val_accuracy (schedule=plateau)
     lr_factor: float = 0.5
     seed: int = 42
     limit: int = 0                   # >0: keep at most this many images per split (smoke runs)
@@ -61,7 +66,18 @@ class TrainConfig:
             (0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1), e.g. 0.1"),
             (self.optimizer in ("adam", "adamw", "sgd"), "optimizer", "must be adam, adamw or sgd"),
             (self.class_weight in ("none", "balanced"), "class_weight", "must be none or balanced"),
-            (self.patience >= 1 and self.lr_patience >= 1, "patience", "patience values must be >= 1"),
+            (self.patience >= 0 and self.lr_patience >= 1, "patience", "must be >= 0 (0 = no early stopping); "
+             "lr_patience >= 1"),
+            (self.crop == 0 or 24 <= self.crop < models.INPUT_SHAPE[0], "crop",
+             f"must be 0 (off) or in 24..{models.INPUT_SHAPE[0] - 1}, e.g. 40"),
+            (self.crop == 0 or spec.takes("input_size"), "crop",
+             f"is not supported by {self.model}: use a model built for 48-px faces "
+             f"({', '.join(n for n in models.list_models() if models.get_spec(n).takes('input_size'))})"),
+            (0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1), e.g. 0.1"),
+            (0 <= self.mixup <= 10, "mixup", "must be in [0, 10] (the Beta(α, α) α; 0 = off), e.g. 0.2"),
+            (self.schedule in ("plateau", "cosine", "onecycle", "constant"), "schedule",
+             "must be plateau, cosine, onecycle or constant"),
+            (0 <= self.warmup_epochs < self.epochs, "warmup_epochs", "must be in [0, epochs)"),
             (0 < self.lr_factor < 1, "lr_factor", "must be in (0, 1)"),
             (self.limit >= 0, "limit", "must be >= 0 (0 = no limit)"),
         ]

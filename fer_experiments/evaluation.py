@@ -1,6 +1,7 @@
 """`fer-exp evaluate`: a logged model (or `.keras` file) on any dataset, recorded like training.
 
-Works on a folder the model has never seen, including one that holds only a `test/` split.
+Works on a folder the model has never seen, including one that holds only a `test/` split. Several
+models are evaluated as one ensemble: the mean of their probabilities (each model's TTA views too).
 """
 from __future__ import annotations
 
@@ -9,26 +10,30 @@ from . import tracking
 from .metrics import evaluate_split
 
 
-def evaluate(model_uri: str, data: str, *, splits=(), experiment: str | None = None, log: bool = True):
+def evaluate(model_uris: str | list[str], data: str, *, splits=(), tta=("flip", "tencrop"),
+             experiment: str | None = None, log: bool = True):
     """Evaluate and (optionally) record one run; yields printable lines."""
+    uris = [model_uris] if isinstance(model_uris, str) else list(model_uris)
     ds = fer_data.load_dataset(data)
     chosen = list(splits) or [s for s in ("val", "test") if s in ds.splits]
     missing = [s for s in chosen if s not in ds.splits]
     if missing or not chosen:
         raise fer_data.DataError(f"data '{data}' has no split(s) {', '.join(missing) or 'val/test'}: "
                                  f"it has {', '.join(ds.splits)}; pass --split with one of those")
-    model = tracking.load_model(model_uri)  # before any run starts: a bad URI leaves nothing behind
-    results = [evaluate_split(model, s, ds.splits[s].x, ds.splits[s].y) for s in chosen]
+    models = [tracking.load_model(u) for u in uris]  # before any run starts: a bad URI leaves nothing behind
+    results = [evaluate_split(models, s, ds.splits[s].x, ds.splits[s].y, tta=tta) for s in chosen]
+    what = uris[0] if len(uris) == 1 else f"ensemble of {len(uris)} models"
     if log:
         tags = {tracking.SYNTHETIC_TAG: str(ds.synthetic).lower(), "fer.dataset": ds.name,
-                "fer.evaluated_model": model_uri, "fer.run_kind": "evaluation"}
-        name = f"evaluate-{'synthetic' if ds.synthetic else ds.name}"
+                "fer.evaluated_model": " ".join(uris), "fer.run_kind": "evaluation"}
+        name = f"evaluate{'-ensemble' if len(uris) > 1 else ''}-{'synthetic' if ds.synthetic else ds.name}"
         with tracking.active_run(experiment=experiment or tracking.experiment_name_for(ds.synthetic),
                                  run_name=name, tags=tags) as run:
-            tracking.log_params({"model_uri": model_uri, "data": data})
+            tracking.log_params({"model_uri": " ".join(uris), "n_models": len(uris), "data": data,
+                                 "tta": ",".join(tta) or "none"})
             tracking.log_dataset(ds)
             for ev in results:
-                tracking.log_evaluation(ev, f"{model_uri} on {ds.name} — {ev.split}")
+                tracking.log_evaluation(ev, f"{what} on {ds.name} — {ev.split}")
         yield f"evaluation run {run.info.run_id}"
     yield f"dataset {ds.name}{' (SYNTHETIC)' if ds.synthetic else ''}: " + \
         ", ".join(f"{s} {len(ds.splits[s].y)} images" for s in chosen)
@@ -36,5 +41,5 @@ def evaluate(model_uri: str, data: str, *, splits=(), experiment: str | None = N
         m = ev.metrics()
         p = ev.prefix
         yield (f"{ev.split}: accuracy {m[f'{p}_accuracy']:.4f}  macro-F1 {m[f'{p}_macro_f1']:.4f}"
-               f"  flip-TTA accuracy {m[f'{p}_tta_flip_accuracy']:.4f}")
+               + "".join(f"  {kind}-TTA accuracy {m[f'{p}_tta_{kind}_accuracy']:.4f}" for kind in tta))
         yield ev.report()

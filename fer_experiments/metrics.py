@@ -79,17 +79,44 @@ class SplitEvaluation:
         return fig
 
 
+TENCROP_SHIFT = 4  # px: the 40-px windows of a 48-px face lie within ±4 px of the centre one
+TENCROP_OFFSETS = ((0, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))  # centre, then the four corners
+
+
 def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.asarray(model.predict(x.astype("float32"), batch_size=batch_size, verbose=0))
 
 
-def evaluate_split(model, split: str, x: np.ndarray, y: np.ndarray, *, tta: bool = True) -> SplitEvaluation:
-    """Plain evaluation, plus horizontal-flip test-time augmentation logged beside it (never instead)."""
-    probs = predict(model, x)
-    extra = {}
-    if tta:
-        flipped = predict(model, x[:, :, ::-1, :])
-        extra["tta_flip_accuracy"] = float(accuracy_score(y, ((probs + flipped) / 2).argmax(axis=1)))
+def shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """The batch moved by (dy, dx) px with edge padding: the window a centre-crop model sees moves by
+    (−dy, −dx), so a shift by ±4 px puts a corner 40-px crop of the 48-px face in the centre."""
+    s = TENCROP_SHIFT
+    padded = np.pad(x, ((0, 0), (s, s), (s, s), (0, 0)), mode="edge")
+    h, w = x.shape[1:3]
+    return padded[:, s - dy:s - dy + h, s - dx:s - dx + w]
+
+
+def predict_views(models, x: np.ndarray, tta: str = "none") -> np.ndarray:
+    """Mean probabilities over models (an ensemble) and test-time views.
+
+    tta: ``none``; ``flip`` (original + mirror); ``tencrop`` (the five 40-px crops — centre and
+    corners — and their mirrors: exact for models trained with ``crop=40``, which predict on the
+    centre window; for other models the same ±4 px shifts of the whole face)."""
+    models = models if isinstance(models, (list, tuple)) else [models]
+    offsets = TENCROP_OFFSETS if tta == "tencrop" else ((0, 0),)
+    views = [shift(x, dy * TENCROP_SHIFT, dx * TENCROP_SHIFT) if dy or dx else x for dy, dx in offsets]
+    if tta in ("flip", "tencrop"):
+        views += [v[:, :, ::-1, :] for v in views]
+    return np.mean([predict(m, v) for m in models for v in views], axis=0)
+
+
+def evaluate_split(models, split: str, x: np.ndarray, y: np.ndarray, *,
+                   tta: tuple[str, ...] = ("flip",)) -> SplitEvaluation:
+    """Plain evaluation of a model (or the mean of several), plus test-time augmentation accuracies
+    (``tta_flip_accuracy``, ``tta_tencrop_accuracy``) logged beside it, never instead of it."""
+    probs = predict_views(models, x)
+    extra = {f"tta_{kind}_accuracy": float(accuracy_score(y, predict_views(models, x, kind).argmax(axis=1)))
+             for kind in tta}
     return SplitEvaluation(split=split, y_true=np.asarray(y), probs=probs, extra=extra)
 
 

@@ -49,25 +49,53 @@ def shrink(ds: fer_data.Dataset, limit: int, seed: int) -> fer_data.Dataset:
 
 def build_model(cfg: TrainConfig) -> tuple[keras.Model, augment.AugParams]:
     net = models.create_model(cfg.model, dropout=cfg.dropout, unfreeze=cfg.unfreeze, weights=cfg.weights,
-                              image_size=cfg.image_size)
+                              image_size=cfg.image_size, **({"input_size": cfg.crop} if cfg.crop else {}))
     aug = augment.resolve(cfg.aug_strength, erasing=cfg.erasing)
-    augmenter = augment.build_augmenter(cfg.aug_strength, erasing=cfg.erasing, seed=cfg.seed)
+    augmenter = augment.build_augmenter(cfg.aug_strength, erasing=cfg.erasing, crop=cfg.crop,
+                                        size=models.INPUT_SHAPE[0], seed=cfg.seed)
     if augmenter is None:
         return net, aug
     # Augmentation runs batched inside the graph and is inactive at inference, so the saved model
-    # predicts exactly like `net`.
+    # takes the same 48-px faces as every other and predicts exactly like `net` (on the centre crop).
     inputs = keras.Input(models.INPUT_SHAPE, name="pixels")
-    model = keras.Model(inputs, net(augmenter(inputs)), name=f"{cfg.model}_with_augmentation")
+    x = augmenter(inputs)
+    if cfg.crop:
+        x = keras.layers.CenterCrop(cfg.crop, cfg.crop, name="centre_crop")(x)
+    model = keras.Model(inputs, net(x), name=f"{cfg.model}_with_augmentation")
     return model, aug
 
 
-def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
+def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    lr = learning_rate(cfg, steps_per_epoch)
     if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(cfg.learning_rate, momentum=0.9, nesterov=True,
-                                    weight_decay=cfg.weight_decay or None)
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay or None)
     if cfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay)
-    return keras.optimizers.Adam(cfg.learning_rate)
+        return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
+    return keras.optimizers.Adam(lr)
+
+
+def learning_rate(cfg: TrainConfig, steps_per_epoch: int):
+    """A float (plateau, constant) or a per-step schedule: cosine (with optional linear warm-up from
+    lr/25), onecycle (warm-up over the first 30 % of steps from lr/25 to lr, then cosine to ~0)."""
+    total = cfg.epochs * steps_per_epoch
+    if cfg.schedule == "cosine":
+        warm = cfg.warmup_epochs * steps_per_epoch
+        return keras.optimizers.schedules.CosineDecay(
+            cfg.learning_rate / 25 if warm else cfg.learning_rate, total - warm,
+            warmup_target=cfg.learning_rate if warm else None, warmup_steps=warm)
+    if cfg.schedule == "onecycle":
+        warm = int(0.3 * total)
+        return keras.optimizers.schedules.CosineDecay(cfg.learning_rate / 25, total - warm, alpha=1e-3,
+                                                      warmup_target=cfg.learning_rate, warmup_steps=warm)
+    return cfg.learning_rate
+
+
+def loss_and_targets(cfg: TrainConfig):
+    """Sparse labels unless label smoothing or mixup needs one-hot targets."""
+    if cfg.label_smoothing or cfg.mixup:
+        onehot = np.eye(models.CLASSES_COUNT, dtype="float32")
+        return keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing), lambda y: onehot[y]
+    return keras.losses.SparseCategoricalCrossentropy(), lambda y: y
 
 
 def class_weights(cfg: TrainConfig, y: np.ndarray) -> dict | None:
@@ -104,24 +132,31 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
         tracking.log_params({**dataclasses.asdict(cfg), **{f"aug_{k}": v for k, v in dataclasses.asdict(aug).items()},
                              **models.param_counts(model), "keras_backend": keras.backend.backend()})
         tracking.log_dataset(ds)
-        model.compile(optimizer=make_optimizer(cfg), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+        train_split, val_split = ds.splits["train"], ds.splits["val"]
+        steps = -(-len(train_split.y) // cfg.batch_size)
+        loss, targets = loss_and_targets(cfg)
+        model.compile(optimizer=make_optimizer(cfg, steps), loss=loss, metrics=["accuracy"])
         history_csv = backup_dir(run_id) / "history.csv"
         history_csv.parent.mkdir(parents=True, exist_ok=True)
         fit_callbacks = [
             # Backup first, so a run killed after an epoch's metrics were logged resumes after it.
             keras.callbacks.BackupAndRestore(str(backup_dir(run_id) / "checkpoint"), double_checkpoint=True),
-            keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.patience, restore_best_weights=True,
-                                          mode="max"),
-            keras.callbacks.ReduceLROnPlateau("val_accuracy", factor=cfg.lr_factor, patience=cfg.lr_patience,
-                                              mode="max", min_lr=1e-6),
+            # Selection on validation only: the best epoch's weights are restored at the end.
+            keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.patience or cfg.epochs,
+                                          restore_best_weights=True, mode="max"),
+            *([keras.callbacks.ReduceLROnPlateau("val_accuracy", factor=cfg.lr_factor, patience=cfg.lr_patience,
+                                                 mode="max", min_lr=1e-6)] if cfg.schedule == "plateau" else []),
             keras.callbacks.CSVLogger(str(history_csv), append=True),
-            tracking.EpochLogger(len(ds.splits["train"].y)),
+            tracking.EpochLogger(len(train_split.y)),
             *callbacks,
         ]
-        train_split, val_split = ds.splits["train"], ds.splits["val"]
-        history = model.fit(train_split.x.astype("float32"), train_split.y, batch_size=cfg.batch_size,
-                            epochs=cfg.epochs, validation_data=(val_split.x.astype("float32"), val_split.y),
+        if cfg.mixup:
+            feed = dict(x=augment.MixupBatches(train_split.x, train_split.y, batch_size=cfg.batch_size,
+                                               alpha=cfg.mixup, num_classes=models.CLASSES_COUNT, seed=cfg.seed))
+        else:
+            feed = dict(x=train_split.x.astype("float32"), y=targets(train_split.y), batch_size=cfg.batch_size)
+        history = model.fit(**feed, epochs=cfg.epochs,
+                            validation_data=(val_split.x.astype("float32"), targets(val_split.y)),
                             class_weight=class_weights(cfg, train_split.y), callbacks=fit_callbacks,
                             verbose=verbose)
         metrics = _log_results(cfg, ds, model, history_csv)
@@ -135,7 +170,9 @@ def _log_results(cfg: TrainConfig, ds: fer_data.Dataset, model: keras.Model, his
     metrics: dict = {}
     for split in ("val", "test"):
         if split in ds.splits:
-            ev = evaluate_split(model, split, ds.splits[split].x, ds.splits[split].y)
+            # Ten-crop is the matching evaluation of crop training; flip TTA is cheap for every model.
+            ev = evaluate_split(model, split, ds.splits[split].x, ds.splits[split].y,
+                                tta=("flip", "tencrop") if cfg.crop else ("flip",))
             metrics.update(tracking.log_evaluation(ev, f"{cfg.model} on {ds.name} — {split}"))
     history = pd.read_csv(history_csv)
     summary = {"epochs_run": float(len(history)), "best_val_accuracy": float(history["val_accuracy"].max())}

@@ -47,7 +47,8 @@ def test_every_model_predicts_probabilities_and_reloads_with_plain_keras(name, t
 
 
 def test_registry_metadata():
-    assert models.list_models() == ["custom", "custom_aug", "resnet50", "vgg16"]
+    assert models.list_models() == ["custom", "custom_aug", "fer_compact", "fer_vgg", "resnet50", "vgg16"]
+    assert models.get_spec("fer_compact").takes("input_size") and not models.get_spec("custom").takes("input_size")
     assert models.get_spec("custom").defaults == {"aug_strength": 0.0}
     assert models.get_spec("custom_aug").defaults == {"aug_strength": 0.5}
     assert models.get_spec("resnet50").blocks == ("conv5", "conv4", "conv3", "conv2")

@@ -42,6 +42,10 @@ class ModelSpec:
     defaults: dict = field(default_factory=dict)
     description: str = ""
 
+    def takes(self, setting: str) -> bool:
+        """Whether the builder accepts `setting` (e.g. ``input_size`` for crop training)."""
+        return setting in inspect.signature(self.builder).parameters
+
 
 MODELS: dict[str, ModelSpec] = {}
 
@@ -112,4 +116,4 @@ def param_counts(model: keras.Model) -> dict:
 
 
 # Importing the builder modules registers them; they import the names above, hence the bottom.
-from . import custom, transfer  # noqa: E402,F401
+from . import compact, custom, transfer  # noqa: E402,F401

@@ -1,0 +1,53 @@
+"""Benchmark part (d): epoch time with the trainer's full MLflow logging vs the same fit untracked.
+
+Tracked: `training.train` itself (MLflow run, per-epoch metrics, history, checkpoints). Untracked:
+the same model, optimizer, data and non-MLflow callbacks fitted with no run. A timer callback,
+last in the list, takes each epoch's wall time after every other callback has run.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import keras
+
+from fer_experiments import data as fer_data
+from fer_experiments import training
+from fer_experiments.config import build_config
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times, self._t = [], 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._t)
+
+
+def measure(data: str, *, limit: int = 4000, epochs: int = 4, model: str = "custom_aug") -> dict:
+    cfg = build_config(model, data=data, limit=limit, epochs=epochs, patience=epochs).resolved()
+    tracked = EpochTimer()
+    t = time.perf_counter()
+    training.train(cfg, callbacks=[tracked], extra_tags={"fer.benchmark": "overhead"}, verbose=0)
+    tracked_total = time.perf_counter() - t
+
+    ds = training.shrink(fer_data.load_dataset(cfg.data), cfg.limit, cfg.seed)
+    tr, va = ds.splits["train"], ds.splits["val"]
+    keras.utils.set_random_seed(cfg.seed)
+    net, _ = training.build_model(cfg)
+    loss, targets = training.loss_and_targets(cfg)
+    net.compile(optimizer=training.make_optimizer(cfg, -(-len(tr.y) // cfg.batch_size)), loss=loss,
+                metrics=["accuracy"])
+    untracked = EpochTimer()
+    net.fit(tr.x.astype("float32"), targets(tr.y), batch_size=cfg.batch_size, epochs=epochs,
+            validation_data=(va.x.astype("float32"), targets(va.y)), verbose=0,
+            callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=epochs, restore_best_weights=True),
+                       keras.callbacks.ReduceLROnPlateau("val_accuracy", patience=cfg.lr_patience), untracked])
+    # The first epoch includes graph compilation in both: compare the steady-state epochs.
+    on, off = statistics.median(tracked.times[1:]), statistics.median(untracked.times[1:])
+    return {"model": model, "images": len(tr.y), "repeats": epochs - 1, "tracked_epoch_s": on,
+            "untracked_epoch_s": off, "overhead": on / off - 1, "tracked_run_total_s": tracked_total}

@@ -1,0 +1,71 @@
+"""One command for the benchmark (not part of CI):
+
+    python -m benchmarks.run --data ../shared/fer2013                 # every part
+    python -m benchmarks.run --data ../shared/fer2013 --part pipeline --part overhead
+    python -m benchmarks.run --data ../shared/fer2013 --part accuracy --recipe fer_compact_fast
+
+Results go to ``benchmarks/results/results.json`` (machine-readable; a part's section is replaced
+when it is run again, so parts can be run one at a time) and ``benchmarks/results/results.md``
+(the tables, regenerated from the JSON each time). Training runs are recorded in MLflow's default
+local store of the working directory, like any other run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import click
+
+PARTS = ("pipeline", "overhead", "accuracy")
+DEFAULT_RECIPES = ("fer_compact_fast", "custom:epochs=10", "custom_aug:epochs=10",
+                   "resnet50:weights=none,image_size=48,epochs=3", "vgg16:weights=none,image_size=48,epochs=3",
+                   "fer_compact_long")
+
+
+@click.command()
+@click.option("--data", required=True, help="FER-2013 folder (train/, test/ = PublicTest)")
+@click.option("--part", "parts", multiple=True, type=click.Choice(PARTS), help="parts to run [all]")
+@click.option("--recipe", "recipes", multiple=True,
+              help="accuracy part: preset[:key=value,...], repeatable [" + ", ".join(DEFAULT_RECIPES) + "]")
+@click.option("--out", default=str(Path(__file__).parent / "results"), show_default=True)
+@click.option("--steps", default=60, show_default=True, help="pipeline part: batches timed per measurement")
+@click.option("--limit", default=4000, show_default=True, help="overhead part: training images per epoch")
+def main(data, parts, recipes, out, steps, limit):
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
+                          "processor": platform.processor() or platform.machine()}
+    for part in parts or PARTS:
+        click.echo(f"== {part}", err=True)
+        if part == "pipeline":
+            from .pipeline import measure  # noqa: PLC0415
+            results["pipeline"] = measure(data, steps=steps)
+        elif part == "overhead":
+            from .overhead import measure  # noqa: PLC0415
+            results["overhead"] = measure(data, limit=limit)
+        else:
+            from .accuracy import run_recipe  # noqa: PLC0415
+            rows = {r["recipe"]: r for r in results.get("accuracy", [])}
+            for recipe in recipes or DEFAULT_RECIPES:
+                rows[recipe] = run_recipe(recipe, data)
+                results["accuracy"] = list(rows.values())
+                _write(results, out)  # after every recipe: a long part keeps what it has done
+        results.setdefault("finished", {})[part] = time.strftime("%Y-%m-%d %H:%M")
+        _write(results, out)
+    click.echo((out / "results.md").read_text())
+
+
+def _write(results: dict, out: Path) -> None:
+    from .table import markdown  # noqa: PLC0415
+
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.md").write_text(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

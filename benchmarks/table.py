@@ -1,0 +1,50 @@
+"""The markdown tables of `results.json`."""
+from __future__ import annotations
+
+
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.1f} %"
+
+
+def markdown(results: dict) -> str:
+    lines = [f"Machine: {results['machine']['cpus']} CPUs, {results['machine']['platform']}", ""]
+    if "pipeline" in results:
+        p = results["pipeline"]
+        lines += ["### (a) Pipeline throughput (custom_aug, batch 64, training images/second)", "",
+                  "| | this project | notebook (ImageDataGenerator.flow_from_directory) | ratio |",
+                  "|---|---|---|---|",
+                  f"| data pipeline only | {p['ours_pipeline_ips']:.0f} | {p['notebook_pipeline_ips']:.0f} "
+                  f"| **{p['pipeline_ratio']:.1f}×** |",
+                  f"| end-to-end training | {p['ours_train_ips']:.0f} | {p['notebook_train_ips']:.0f} "
+                  f"| **{p['train_ratio']:.2f}×** |", ""]
+    if "overhead" in results:
+        o = results["overhead"]
+        lines += ["### (d) MLflow tracking overhead", "",
+                  f"Epoch time with full MLflow logging {o['tracked_epoch_s']:.2f} s vs tracking off "
+                  f"{o['untracked_epoch_s']:.2f} s (median of {o["repeats"]} epochs each, {o["images"]} images): "
+                  f"**overhead {100 * o['overhead']:+.1f} %** (the whole tracked run, with evaluation and model "
+                  f"logging, took {o['tracked_run_total_s']:.0f} s).", ""]
+    rows = results.get("accuracy", [])
+    if rows:
+        lines += ["### (c) Accuracy on PublicTest (3,589 images; selection on validation carved from train)", "",
+                  "| recipe | epochs | minutes | val acc | test acc | test macro-F1 | flip-TTA | ten-crop TTA "
+                  "| first ≥ 65 % | run |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            first = "–" if r["minutes_to_65"] is None else f"{r['minutes_to_65']:.1f} min"
+            lines.append(f"| `{r['recipe']}` | {r['epochs']} | {r['minutes']:.1f} | {_pct(r['validation_accuracy'])} "
+                         f"| {_pct(r['test_accuracy'])} | {r['test_macro_f1']:.3f} | {_pct(r['test_tta_flip_accuracy'])} "
+                         f"| {_pct(r['test_tta_tencrop_accuracy'])} "
+                         f"| {first} "
+                         f"| `{r['run_id'][:8]}` |")
+        fastest = [r for r in rows if r["minutes_to_65"] is not None]
+        lines += [""]
+        if fastest:
+            best = min(fastest, key=lambda r: r["minutes_to_65"])
+            lines += [f"### (b) Time to human level: `{best['recipe']}` first reached 65 % PublicTest after "
+                      f"**{best['minutes_to_65']:.1f} minutes** of wall-clock time.", ""]
+        else:
+            top = max(max((p["test_accuracy"] for p in r["test_trace"]), default=0) for r in rows)
+            lines += [f"### (b) Time to human level: no recipe reached 65 % (best epoch {_pct(top)}).", ""]
+        lines += ["Commands:", ""] + [f"- `{r['recipe']}`: `{r['command']}`" for r in rows] + [""]
+    return "\n".join(lines)
