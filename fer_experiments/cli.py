@@ -5,6 +5,7 @@ problem and the fix, with exit code 2; set FER_DEBUG=1 for the full traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import os
@@ -102,6 +103,31 @@ def evaluate(model_uris, data, splits, tta, mlflow_experiment, no_log):
 
 
 @main.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--model", "model_uri", required=True, help="models:/<model id>, runs:/<run id>/model or a .keras file")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="output file [stdout]")
+@click.option("--annotate", "annotate_dir", default=None, type=click.Path(file_okay=False),
+              help="write a copy of each image with a face here, boxes and labels drawn")
+@click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0, 2),
+              help="grow each detected face box by this fraction of its size before cropping")
+@user_errors
+def predict(paths, model_uri, fmt, out, annotate_dir, margin):
+    """Emotions of the faces in images (files or folders): one JSON line (or CSV row) per face."""
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
+    from . import predict as fer_predict  # noqa: PLC0415
+
+    with open(out, "w", newline="", encoding="utf-8") if out else contextlib.nullcontext(sys.stdout) as fh:
+        try:
+            summary = fer_predict.run(paths, model_uri, fh, fmt=fmt, margin=margin, annotate_dir=annotate_dir)
+        except MlflowException as exc:  # a models:/ or runs:/ URI that names nothing
+            raise ValueError(f"model '{model_uri}' cannot be loaded ({exc.message}): pass models:/<model id>, "
+                             "runs:/<run id>/model or a .keras file") from exc
+    click.echo(summary, err=True)
+
+
+@main.command()
 @click.option("--model", default="custom_aug", show_default=True, help="registered architecture")
 @click.option("--data", default="synthetic", show_default=True, help="folder, fer2013.csv(.gz) or synthetic[:N]")
 @click.option("--experiment", "preset", default=None, help="preset in experiments/ used as the base config")
@@ -136,6 +162,20 @@ def tune(model, data, preset, n_trials, timeout, epochs, study, storage, sampler
     else:
         click.echo(f"best trial {best.number}: val_accuracy {best.value:.4f} params {best.params} "
                    f"(test_accuracy {best.user_attrs.get('test_accuracy')}, reported only); parent run {parent}")
+
+
+@main.command()
+@click.option("--experiment", required=True, help="MLflow experiment whose runs to compare (e.g. fer2013)")
+@click.option("--out", default="report", show_default=True, help="folder for report.md, CSVs and figures")
+@click.option("--include-trials", is_flag=True, help="also list Optuna trial runs (children of a study)")
+@click.option("--no-log", is_flag=True, help="write the files only; no report run in MLflow")
+@user_errors
+def report(experiment, out, include_trials, no_log):
+    """Comparison table (markdown + CSV) and figures of an MLflow experiment's training runs."""
+    from . import report as reporting  # noqa: PLC0415
+
+    for path in reporting.write(experiment, out, include_trials=include_trials, log=not no_log):
+        click.echo(f"wrote {path}")
 
 
 @main.group()

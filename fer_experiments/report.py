@@ -1,0 +1,137 @@
+"""`fer-exp report`: the notebook's hand-typed comparison table, generated from an MLflow experiment.
+
+Reads the experiment's finished training runs (runs tagged ``fer.model``; Optuna trial children only
+with ``include_trials``), writes one markdown and one CSV table per kind of data — real and synthetic
+are never mixed in a table or a figure — plus figures, and logs them all as artifacts of a report run
+(``fer.run_kind=report``) in the same experiment. Rows are sorted by validation accuracy: the test
+columns are reported, never used to rank.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from . import metrics, tracking  # noqa: F401 — metrics selects matplotlib's headless backend
+from .data import CLASSES
+
+import matplotlib.pyplot as plt  # noqa: E402,I001
+
+PARAMS = ("model", "epochs", "optimizer", "learning_rate", "schedule", "dropout", "aug_strength", "crop",
+          "mixup", "label_smoothing", "unfreeze", "weights", "image_size", "dataset", "total_params")
+METRICS = ("epochs_run", "validation_accuracy", "test_accuracy", "test_macro_f1", "test_tta_flip_accuracy",
+           "test_tta_tencrop_accuracy")
+CONFUSION_PANELS = 6  # at most this many confusion matrices side by side (the best by validation)
+
+
+def collect(experiment: str, *, include_trials: bool = False) -> pd.DataFrame:
+    """One row per finished training run of `experiment`: key params, metrics, minutes, synthetic flag."""
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        names = ", ".join(e.name for e in mlflow.search_experiments()) or "none"
+        raise ValueError(f"MLflow experiment '{experiment}' does not exist in {mlflow.get_tracking_uri()}: "
+                         f"choose one of {names} (or set MLFLOW_TRACKING_URI to the right store)")
+    runs = mlflow.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'")
+    if runs.empty or "tags.fer.model" not in runs:
+        return pd.DataFrame()
+    runs = runs[runs["tags.fer.model"].notna()]
+    if not include_trials and "tags.optuna.trial_state" in runs:
+        runs = runs[runs["tags.optuna.trial_state"].isna()]
+    table = pd.DataFrame({
+        "run_id": runs["run_id"], "run_name": runs.get("tags.mlflow.runName"),
+        "synthetic": runs["tags.fer.synthetic"].eq("true"),
+        **{p: runs.get(f"params.{p}") for p in PARAMS},
+        **{m: runs.get(f"metrics.{m}") for m in METRICS},
+        "minutes": (runs["end_time"] - runs["start_time"]).dt.total_seconds() / 60,
+        **{f"recall_{c}": runs.get(f"metrics.test_recall_{c}") for c in CLASSES},
+    })
+    return table.sort_values("validation_accuracy", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def markdown(table: pd.DataFrame, title: str) -> str:
+    shown = table.drop(columns=[c for c in table if c.startswith("recall_")] + ["synthetic"])
+    shown = shown.assign(run_id=shown["run_id"].str[:8]).dropna(axis=1, how="all")
+    fmt = {c: "{:.4f}".format for c in METRICS[1:] if c in shown}
+    fmt["minutes"] = "{:.1f}".format
+    for col, f in fmt.items():
+        shown[col] = shown[col].map(lambda v, f=f: "–" if pd.isna(v) else f(v))
+    return f"## {title}\n\n{len(shown)} runs, sorted by validation accuracy.\n\n{shown.to_markdown(index=False)}\n"
+
+
+def accuracy_figure(table: pd.DataFrame, title: str):
+    best = table.groupby("model")[["validation_accuracy", "test_accuracy"]].max().sort_values("validation_accuracy")
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(best) + 1.5))
+    best.plot.barh(ax=ax)
+    ax.set_xlabel("accuracy (best run per model, by validation)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def recall_figure(table: pd.DataFrame, title: str):
+    recall = table.set_index(table["run_name"].fillna("") + " " + table["run_id"].str[:6])[
+        [f"recall_{c}" for c in CLASSES]].astype(float)
+    fig, ax = plt.subplots(figsize=(9, 0.4 * len(recall) + 2))
+    im = ax.imshow(recall.to_numpy(), cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45)
+    ax.set_yticks(range(len(recall)), recall.index)
+    for (i, j), v in np.ndenumerate(recall.to_numpy()):
+        if not np.isnan(v):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w" if v < 0.5 else "k", fontsize=8)
+    fig.colorbar(im, ax=ax, label="test recall")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(table: pd.DataFrame, title: str):
+    rows = table.head(CONFUSION_PANELS)
+    fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 4.2), squeeze=False)
+    for ax, (_, row) in zip(axes[0], rows.iterrows()):
+        try:
+            cm = np.asarray(json.loads(mlflow.artifacts.load_text(
+                f"runs:/{row['run_id']}/evaluation/test/confusion_matrix.json"))["matrix"], dtype=float)
+        except Exception:  # noqa: BLE001 — a run without a test split has no matrix
+            ax.set_axis_off()
+            continue
+        ax.imshow(cm / np.maximum(cm.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(CLASSES)), CLASSES, fontsize=7)
+        ax.set_title(f"{row['model']} {row['run_id'][:6]}", fontsize=9)
+    fig.suptitle(title + " — test confusion (row-normalised)")
+    fig.tight_layout()
+    return fig
+
+
+def write(experiment: str, out: str | Path, *, include_trials: bool = False, log: bool = True) -> list[Path]:
+    """Tables and figures into `out` (and a report run); returns the written files."""
+    table = collect(experiment, include_trials=include_trials)
+    if table.empty:
+        raise ValueError(f"MLflow experiment '{experiment}' has no finished training runs: train some first "
+                         f"(fer-exp train --mlflow-experiment {experiment} …)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files, sections = [], []
+    for synthetic, part in table.groupby("synthetic"):
+        kind = "synthetic" if synthetic else "real"
+        title = f"{experiment}: {'SYNTHETIC data (not FER-2013)' if synthetic else 'real data'}"
+        part.to_csv(out / f"runs_{kind}.csv", index=False)
+        sections.append(markdown(part, title))
+        for name, make in (("accuracy", accuracy_figure), ("recall", recall_figure), ("confusion", confusion_figure)):
+            fig = make(part, title)
+            fig.savefig(out / f"{name}_{kind}.png", dpi=90)
+            plt.close(fig)
+        files += [out / f"runs_{kind}.csv"] + [out / f"{n}_{kind}.png" for n in ("accuracy", "recall", "confusion")]
+    (out / "report.md").write_text(f"# Comparison of runs in MLflow experiment `{experiment}`\n\n" + "\n".join(sections))
+    files.insert(0, out / "report.md")
+    if log:
+        with tracking.active_run(experiment=experiment, run_name=f"report-{experiment}",
+                                 tags={"fer.run_kind": "report", "fer.report_runs": str(len(table))}) as run:
+            for f in files:
+                mlflow.log_artifact(str(f), "report")
+        files.append(Path(f"runs:/{run.info.run_id}/report"))
+    return files
