@@ -1,0 +1,209 @@
+"""`fer-exp predict`: the emotion of every face in ordinary photos.
+
+The pipeline, per image: decode it (any size, colour or gray; EXIF rotation applied) → grayscale →
+find faces with OpenCV's bundled Haar cascade → widen each box by `margin`, crop, resize to 48×48 →
+classify the crops of many images in one `model.predict` call → one row per face. An image that is
+already a face crop (both sides ≤ 64 px, like FER-2013's 48×48) is classified whole. An image with no
+face, or one that cannot be read, still gets its row (status `no_face` / `error`): one bad file never
+stops a batch.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import tracking
+from .data import CLASSES
+from .models import INPUT_SHAPE
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # what a folder is searched for
+CASCADE = "haarcascade_frontalface_default.xml"  # ships with opencv-python(-headless) 4.x, in cv2.data
+SCALE_FACTOR = 1.1  # 10 % between the scales searched: OpenCV's usual speed/recall trade
+MIN_NEIGHBORS = 5  # overlapping hits a face needs; fewer finds more faces and more false ones
+MIN_FACE = 32  # px (at detection scale): smaller faces hold too little for a 48×48 classifier
+DETECT_MAX_SIDE = 1280  # big photos are searched shrunk to this (the cascade's time grows with pixels)
+CROP_MAX_SIDE = 64  # an image no bigger than this on both sides is a face crop: classified whole
+CHUNK = 64  # images per model.predict call: rows stream out, memory stays bounded
+PROB_COLUMNS = tuple(f"p_{c}" for c in CLASSES)
+COLUMNS = ("file", "face", "source", "x", "y", "w", "h", "label", "confidence", *PROB_COLUMNS, "status", "error")
+
+
+class PredictError(ValueError):
+    """A problem with the user's paths or model: one line naming it and the fix."""
+
+
+def find_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, and the image files under each folder (recursively, sorted)."""
+    found = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise PredictError(f"path '{p}' does not exist: pass image files or folders of images")
+    if not found:
+        raise PredictError(f"no images ({', '.join(IMAGE_EXTS)}) in {', '.join(map(str, paths))}: "
+                           "pass image files or folders that hold some")
+    return found
+
+
+def load_model(uri: str):
+    """A logged model (models:/…, runs:/…) or a .keras file that maps 48×48 gray faces to CLASSES."""
+    if ":/" not in uri and not Path(uri).exists():
+        raise PredictError(f"model '{uri}' not found: pass models:/<model id>, runs:/<run id>/model "
+                           "or a .keras file")
+    model = tracking.load_model(uri)
+    if tuple(model.input_shape[1:]) != INPUT_SHAPE or model.output_shape[-1] != len(CLASSES):
+        raise PredictError(f"model '{uri}' maps {model.input_shape} to {model.output_shape}, not 48×48×1 faces "
+                           f"to {len(CLASSES)} emotions: pass a model trained by fer-exp")
+    return model
+
+
+def face_detector() -> cv2.CascadeClassifier:
+    if not hasattr(cv2, "CascadeClassifier"):  # OpenCV 5 moved the Haar cascades out of the main wheel
+        raise PredictError(f"OpenCV {cv2.__version__} has no Haar cascade: "
+                           "pip install 'opencv-python-headless>=4.8,<5'")
+    detector = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
+    if detector.empty():
+        raise PredictError(f"{cv2.data.haarcascades + CASCADE} is missing or unreadable: "
+                           "reinstall opencv-python-headless")
+    return detector
+
+
+def read_image(path: Path) -> np.ndarray:
+    """BGR uint8 (gray images come as three equal channels); ValueError if it cannot be decoded."""
+    data = np.fromfile(path, np.uint8)  # not cv2.imread: that fails silently and on non-ASCII paths
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if img is None:
+        raise ValueError("cannot decode the image: empty or corrupt file, or an unsupported format")
+    return img
+
+
+def detect_faces(gray: np.ndarray, detector: cv2.CascadeClassifier) -> list[tuple[int, int, int, int]]:
+    """Face boxes (x, y, w, h) in gray's pixels, left to right."""
+    scale = min(1.0, DETECT_MAX_SIDE / max(gray.shape))
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+    boxes = detector.detectMultiScale(cv2.equalizeHist(small), scaleFactor=SCALE_FACTOR,
+                                      minNeighbors=MIN_NEIGHBORS, minSize=(MIN_FACE, MIN_FACE))
+    return sorted(tuple(int(round(v / scale)) for v in box) for box in boxes)
+
+
+def crop_face(gray: np.ndarray, box, margin: float) -> np.ndarray:
+    """The box grown by `margin` × its size (half on each side), clipped to the image, as 48×48."""
+    x, y, w, h = box
+    dx, dy = int(round(w * margin / 2)), int(round(h * margin / 2))
+    x0, y0 = max(0, x - dx), max(0, y - dy)
+    x1, y1 = min(gray.shape[1], x + w + dx), min(gray.shape[0], y + h + dy)
+    return cv2.resize(gray[y0:y1, x0:x1], INPUT_SHAPE[1::-1], interpolation=cv2.INTER_AREA)
+
+
+@dataclass
+class _Image:
+    """One input image after detection: its face boxes and 48×48 crops, or why it has none."""
+    path: Path
+    source: str = ""  # "detected" | "whole_image"
+    boxes: list = field(default_factory=list)
+    crops: list = field(default_factory=list)
+    error: str | None = None
+
+
+def _prepare(path: Path, detector, margin: float) -> _Image:
+    try:
+        gray = cv2.cvtColor(read_image(path), cv2.COLOR_BGR2GRAY)
+    except (OSError, ValueError, cv2.error) as exc:  # a bad file is a row, not the end of the batch
+        return _Image(path, error=next((s for s in str(exc).splitlines() if s.strip()), repr(exc)))
+    if max(gray.shape) <= CROP_MAX_SIDE:
+        box = (0, 0, gray.shape[1], gray.shape[0])
+        return _Image(path, "whole_image", [box], [crop_face(gray, box, 0.0)])
+    boxes = detect_faces(gray, detector)
+    return _Image(path, "detected", boxes, [crop_face(gray, b, margin) for b in boxes])
+
+
+def _row(path: Path, **fields) -> dict:
+    return {c: None for c in COLUMNS} | {"file": str(path)} | fields
+
+
+def _face_row(im: _Image, i: int, probs: np.ndarray) -> dict:
+    p = probs.astype(float)
+    return _row(im.path, face=i, source=im.source, **dict(zip("xywh", im.boxes[i])), label=CLASSES[int(p.argmax())],
+                confidence=float(p.max()), **dict(zip(PROB_COLUMNS, p.tolist())), status="ok")
+
+
+def predict_images(files: Iterable[Path], model, *, margin: float = 0.2) -> Iterator[list[dict]]:
+    """Each image's rows, in file order: one per face, else one `no_face` or `error` row."""
+    detector = face_detector()
+    files = list(files)
+    for start in range(0, len(files), CHUNK):
+        images = [_prepare(p, detector, margin) for p in files[start:start + CHUNK]]
+        crops = [c for im in images for c in im.crops]
+        x = np.stack(crops).astype(np.float32)[..., None] if crops else None
+        probs = iter(model.predict(x, batch_size=256, verbose=0) if crops else ())
+        for im in images:
+            yield ([_face_row(im, i, next(probs)) for i in range(len(im.boxes))]
+                   or [_row(im.path, status="error" if im.error else "no_face", error=im.error)])
+
+
+def annotate(rows: list[dict], out_dir: Path, used: set[Path]) -> Path:
+    """A copy of one image (all `rows` are its faces) with boxes and 'label 87%' drawn, in out_dir."""
+    src = Path(rows[0]["file"])
+    img = read_image(src)
+    thick = max(2, round(max(img.shape[:2]) / 400))  # visible on big photos, after JPEG too
+    for r in rows:
+        x, y, w, h = (r[k] for k in "xywh")
+        cv2.rectangle(img, (x, y), (x + w - 1, y + h - 1), (0, 255, 0), thick)
+        text, scale = f"{r['label']} {r['confidence']:.0%}", max(0.35, w / 250)
+        (_, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        org = (x, y - base - thick if y > th + base + thick else y + th + thick)  # above the box, else inside
+        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
+        cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 0), thick, cv2.LINE_AA)
+    suffix = src.suffix if src.suffix.lower() in IMAGE_EXTS else ".png"
+    target, n = out_dir / f"{src.stem}{suffix}", 0
+    while target in used or target.resolve() == src.resolve():  # same name twice, or the original itself
+        n += 1
+        target = out_dir / f"{src.stem}-{n}{suffix}"
+    used.add(target)
+    target.write_bytes(cv2.imencode(suffix, img)[1].tobytes())
+    return target
+
+
+class RowWriter:
+    """JSON lines or CSV (the same columns) to an open text file, a row at a time."""
+
+    def __init__(self, fh, fmt: str = "jsonl"):
+        self.fh = fh
+        self.csv = csv.DictWriter(fh, COLUMNS, lineterminator="\n") if fmt == "csv" else None
+        if self.csv:
+            self.csv.writeheader()
+
+    def write(self, row: dict) -> None:
+        if self.csv:
+            self.csv.writerow(row)
+        else:
+            self.fh.write(json.dumps(row) + "\n")
+
+
+def run(paths, model_uri: str, out_fh, *, fmt: str = "jsonl", margin: float = 0.2,
+        annotate_dir: str | None = None) -> str:
+    """The whole command: rows to out_fh, annotated copies to annotate_dir; returns the summary line."""
+    files = find_images(paths)  # before the (slow) model load: a typo fails at once
+    model = load_model(model_uri)
+    out_dir = Path(annotate_dir) if annotate_dir else None
+    if out_dir:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    writer, used = RowWriter(out_fh, fmt), set()
+    counts = {"ok": 0, "no_face": 0, "error": 0}
+    for rows in predict_images(files, model, margin=margin):
+        for row in rows:
+            writer.write(row)
+            counts[row["status"]] += 1
+        if out_dir and rows[0]["status"] == "ok":
+            annotate(rows, out_dir, used)
+    return (f"predict: {len(files)} images, {counts['ok']} faces, {counts['no_face']} without a face, "
+            f"{counts['error']} unreadable")
