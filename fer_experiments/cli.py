@@ -24,11 +24,11 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except USER_ERRORS as exc:
-            if os.environ.get("FER_DEBUG"):
-                raise
-            from mlflow.exceptions import MlflowException  # noqa: PLC0415
+        except Exception as exc:
+            from mlflow.exceptions import MlflowException  # noqa: PLC0415 — e.g. a models:/ URI that names nothing
 
+            if not isinstance(exc, (*USER_ERRORS, MlflowException)) or os.environ.get("FER_DEBUG"):
+                raise
             kind = "error" if isinstance(exc, (ValueError, MlflowException)) else type(exc).__name__
             msg = (str(exc).strip().splitlines() or [repr(exc)])[0]
             click.echo(f"{kind}: {msg}", err=True)

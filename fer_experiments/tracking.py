@@ -180,7 +180,12 @@ def load_model(uri: str) -> keras.Model:
     """A logged model (``models:/…``, ``runs:/…``) or a ``.keras`` file."""
     if uri.endswith(".keras") and "://" not in uri and ":/" not in uri:
         return keras.saving.load_model(uri)
-    return mlflow.keras.load_model(uri)
+    try:
+        return mlflow.keras.load_model(uri)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ValueError(f"model '{uri}' cannot be loaded ({exc.message.strip().splitlines()[0]}): pass "
+                         f"models:/<model id>, runs:/<run id>/model or a .keras file from this tracking store "
+                         f"({mlflow.get_tracking_uri()})") from None
 
 
 def log_config(config: dict) -> None:
