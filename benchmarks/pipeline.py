@@ -29,6 +29,17 @@ def notebook_generator(folder: str, seed: int = 0):
                                    batch_size=BATCH, class_mode="sparse", shuffle=True, seed=seed)
 
 
+class AugmentOnly(keras.Model):
+    """The trainer's augmenter always in training mode, so `predict` runs it compiled, as in `fit`."""
+
+    def __init__(self, augmenter):
+        super().__init__()
+        self.augmenter = augmenter
+
+    def call(self, x):
+        return self.augmenter(x, training=True)
+
+
 def _ips(fn, images: int, repeats: int = 2) -> float:
     times = []
     for _ in range(repeats):
@@ -47,10 +58,7 @@ def measure(data: str, *, steps: int = 60) -> dict:
 
     cfg = build_config("custom_aug", data=data).resolved()
     ours, _ = training.build_model(cfg)
-    augmenter = ours.get_layer("augmenter")
-    # The augmenter alone, forced into training mode, compiled like inside `fit`.
-    inputs = keras.Input(models.INPUT_SHAPE)
-    aug_only = keras.Model(inputs, augmenter(inputs, training=True))
+    aug_only = AugmentOnly(ours.get_layer("augmenter"))
     aug_only.predict(x[:BATCH], batch_size=BATCH, verbose=0)
     assert not np.allclose(aug_only.predict(x[:BATCH], verbose=0), x[:BATCH]), "augmenter inactive"
 

@@ -21,7 +21,7 @@ def markdown(results: dict) -> str:
         o = results["overhead"]
         lines += ["### (d) MLflow tracking overhead", "",
                   f"Epoch time with full MLflow logging {o['tracked_epoch_s']:.2f} s vs tracking off "
-                  f"{o['untracked_epoch_s']:.2f} s (median of {o["repeats"]} epochs each, {o["images"]} images): "
+                  f"{o['untracked_epoch_s']:.2f} s (median of {o['repeats']} epochs each, {o['images']} images): "
                   f"**overhead {100 * o['overhead']:+.1f} %** (the whole tracked run, with evaluation and model "
                   f"logging, took {o['tracked_run_total_s']:.0f} s).", ""]
     rows = results.get("accuracy", [])
