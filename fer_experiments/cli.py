@@ -103,6 +103,24 @@ def evaluate(model_uris, data, splits, tta, mlflow_experiment, no_log):
 
 
 @main.command()
+@click.argument("model_uri")
+@click.option("--format", "fmt", type=click.Choice(["tflite", "onnx"]), default="tflite", show_default=True,
+              help="tflite (LiteRT) | onnx (needs pip install 'fer_experiments[export]')")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="file to write, ending .tflite / .onnx")
+@click.option("--check-data", default="synthetic:300", show_default=True,
+              help="faces (folder, CSV, synthetic[:N]) the export must predict like Keras on")
+@click.option("--log", is_flag=True, help="also log the file to a new run in the model's MLflow experiment")
+@user_errors
+def export(model_uri, fmt, out, check_data, log):
+    """Export a logged model (models:/…, runs:/…) or a .keras file to one TFLite or ONNX file for
+    inference; fails unless its probabilities match Keras's within 1e-4."""
+    from . import export as fer_export  # noqa: PLC0415
+
+    for line in fer_export.export(model_uri, fmt, out, check_data=check_data, log=log).lines():
+        click.echo(line)
+
+
+@main.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--model", "model_uri", required=True, help="models:/<model id>, runs:/<run id>/model or a .keras file")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
