@@ -40,13 +40,16 @@ class AugmentOnly(keras.Model):
         return self.augmenter(x, training=True)
 
 
-def _ips(fn, images: int, repeats: int = 2) -> float:
-    times = []
+def _interleaved(fns: dict, images: int, repeats: int = 3) -> dict:
+    """Images/second of each function, timed in turn (A, B, A, B, …) so that load from elsewhere on
+    the machine hits both alike; the median of `repeats`."""
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return images / statistics.median(times)
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: images / statistics.median(ts) for name, ts in times.items()}
 
 
 def measure(data: str, *, steps: int = 60) -> dict:
@@ -64,16 +67,17 @@ def measure(data: str, *, steps: int = 60) -> dict:
 
     gen = notebook_generator(data)
     next(gen)
-    ours_pipe = _ips(lambda: aug_only.predict(x, batch_size=BATCH, verbose=0), n)
-    nb_pipe = _ips(lambda: [next(gen) for _ in range(steps)], n)
+    pipe = _interleaved({"ours": lambda: aug_only.predict(x, batch_size=BATCH, verbose=0),
+                         "notebook": lambda: [next(gen) for _ in range(steps)]}, n)
 
     plain = models.create_model("custom", dropout=cfg.dropout)
     for model in (ours, plain):
         model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     ours.fit(x[:4 * BATCH], y[:4 * BATCH], batch_size=BATCH, epochs=1, verbose=0)   # compile outside the clock
     plain.fit(gen, steps_per_epoch=4, epochs=1, verbose=0)
-    ours_train = _ips(lambda: ours.fit(x, y, batch_size=BATCH, epochs=1, verbose=0), n)
-    nb_train = _ips(lambda: plain.fit(gen, steps_per_epoch=steps, epochs=1, verbose=0), n)
-    return {"batch_size": BATCH, "images_timed": n, "decode_and_load_s": round(load_s, 2),
-            "ours_pipeline_ips": ours_pipe, "notebook_pipeline_ips": nb_pipe, "pipeline_ratio": ours_pipe / nb_pipe,
-            "ours_train_ips": ours_train, "notebook_train_ips": nb_train, "train_ratio": ours_train / nb_train}
+    train = _interleaved({"ours": lambda: ours.fit(x, y, batch_size=BATCH, epochs=1, verbose=0),
+                          "notebook": lambda: plain.fit(gen, steps_per_epoch=steps, epochs=1, verbose=0)}, n)
+    return {"batch_size": BATCH, "images_timed": n, "repeats": 3, "decode_and_load_s": round(load_s, 2),
+            "ours_pipeline_ips": pipe["ours"], "notebook_pipeline_ips": pipe["notebook"],
+            "pipeline_ratio": pipe["ours"] / pipe["notebook"], "ours_train_ips": train["ours"],
+            "notebook_train_ips": train["notebook"], "train_ratio": train["ours"] / train["notebook"]}

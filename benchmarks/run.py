@@ -31,7 +31,7 @@ DEFAULT_RECIPES = ("fer_compact_fast", "custom:epochs=10", "custom_aug:epochs=10
 @click.option("--recipe", "recipes", multiple=True,
               help="accuracy part: preset[:key=value,...], repeatable [" + ", ".join(DEFAULT_RECIPES) + "]")
 @click.option("--out", default=str(Path(__file__).parent / "results"), show_default=True)
-@click.option("--steps", default=60, show_default=True, help="pipeline part: batches timed per measurement")
+@click.option("--steps", default=150, show_default=True, help="pipeline part: batches timed per measurement")
 @click.option("--limit", default=4000, show_default=True, help="overhead part: training images per epoch")
 def main(data, parts, recipes, out, steps, limit):
     out = Path(out)
