@@ -134,7 +134,7 @@ def test_bad_weights_files_raise_weights_error(tmp_path):
 def test_unknown_model_lists_the_known_ones():
     with pytest.raises(models.UnknownModelError) as err:
         models.create_model("nope")
-    assert str(err.value) == "unknown model 'nope': choose one of custom, custom_aug, resnet50, vgg16"
+    assert str(err.value) == "unknown model 'nope': choose one of custom, custom_aug, fer_compact, fer_vgg, resnet50, vgg16"
     assert isinstance(err.value, ValueError)
 
 
