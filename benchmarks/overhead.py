@@ -19,6 +19,9 @@ from fer_experiments import training
 from fer_experiments.config import build_config
 
 
+EXPERIMENT = "fer-benchmark-overhead"  # short 4,000-image runs: kept out of the model comparison
+
+
 class EpochTimer(keras.callbacks.Callback):
     def __init__(self):
         super().__init__()
@@ -40,7 +43,8 @@ def measure(data: str, *, limit: int = 4000, epochs: int = 4, rounds: int = 2, m
     for _ in range(rounds):
         timer = EpochTimer()
         t = time.perf_counter()
-        training.train(cfg, callbacks=[timer], extra_tags={"fer.benchmark": "overhead"}, verbose=0)
+        training.train(cfg, callbacks=[timer], experiment=EXPERIMENT, extra_tags={"fer.benchmark": "overhead"},
+                       verbose=0)
         totals.append(time.perf_counter() - t)
         on += timer.times[1:]
         off += _untracked_epochs(cfg, ds)[1:]
