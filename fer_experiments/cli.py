@@ -132,16 +132,11 @@ def export(model_uri, fmt, out, check_data, log):
 @user_errors
 def predict(paths, model_uri, fmt, out, annotate_dir, margin):
     """Emotions of the faces in images (files or folders): one JSON line (or CSV row) per face."""
-    from mlflow.exceptions import MlflowException  # noqa: PLC0415
-
     from . import predict as fer_predict  # noqa: PLC0415
 
+    # A URI that names nothing is turned into a one-line ValueError by tracking.load_model.
     with open(out, "w", newline="", encoding="utf-8") if out else contextlib.nullcontext(sys.stdout) as fh:
-        try:
-            summary = fer_predict.run(paths, model_uri, fh, fmt=fmt, margin=margin, annotate_dir=annotate_dir)
-        except MlflowException as exc:  # a models:/ or runs:/ URI that names nothing
-            raise ValueError(f"model '{model_uri}' cannot be loaded ({exc.message}): pass models:/<model id>, "
-                             "runs:/<run id>/model or a .keras file") from exc
+        summary = fer_predict.run(paths, model_uri, fh, fmt=fmt, margin=margin, annotate_dir=annotate_dir)
     click.echo(summary, err=True)
 
 

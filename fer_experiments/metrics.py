@@ -96,28 +96,45 @@ def shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return padded[:, s - dy:s - dy + h, s - dx:s - dx + w]
 
 
+def _view_probs(models, x: np.ndarray, tta: str) -> list[np.ndarray]:
+    """Per test-time view, the mean probabilities over the models; views in the order
+    original, the tencrop shifts (if any), then their mirrors — so view 0 is the plain prediction
+    and views [0, len/2] are the flip pair."""
+    models = models if isinstance(models, (list, tuple)) else [models]
+    offsets = TENCROP_OFFSETS if tta == "tencrop" else ((0, 0),)
+    views = [shift(x, dy * TENCROP_SHIFT, dx * TENCROP_SHIFT) if dy or dx else x for dy, dx in offsets]
+    if tta in ("flip", "tencrop"):
+        views += [v[:, :, ::-1, :] for v in views]
+    return [np.mean([predict(m, v) for m in models], axis=0) for v in views]
+
+
+def _select(per_view: list[np.ndarray], tta: str) -> np.ndarray:
+    if tta == "none":
+        return per_view[0]
+    if tta == "flip":
+        return (per_view[0] + per_view[len(per_view) // 2]) / 2
+    return np.mean(per_view, axis=0)
+
+
 def predict_views(models, x: np.ndarray, tta: str = "none") -> np.ndarray:
     """Mean probabilities over models (an ensemble) and test-time views.
 
     tta: ``none``; ``flip`` (original + mirror); ``tencrop`` (the five 40-px crops — centre and
     corners — and their mirrors: exact for models trained with ``crop=40``, which predict on the
     centre window; for other models the same ±4 px shifts of the whole face)."""
-    models = models if isinstance(models, (list, tuple)) else [models]
-    offsets = TENCROP_OFFSETS if tta == "tencrop" else ((0, 0),)
-    views = [shift(x, dy * TENCROP_SHIFT, dx * TENCROP_SHIFT) if dy or dx else x for dy, dx in offsets]
-    if tta in ("flip", "tencrop"):
-        views += [v[:, :, ::-1, :] for v in views]
-    return np.mean([predict(m, v) for m in models for v in views], axis=0)
+    return _select(_view_probs(models, x, tta), tta)
 
 
 def evaluate_split(models, split: str, x: np.ndarray, y: np.ndarray, *,
                    tta: tuple[str, ...] = ("flip",)) -> SplitEvaluation:
     """Plain evaluation of a model (or the mean of several), plus test-time augmentation accuracies
-    (``tta_flip_accuracy``, ``tta_tencrop_accuracy``) logged beside it, never instead of it."""
-    probs = predict_views(models, x)
-    extra = {f"tta_{kind}_accuracy": float(accuracy_score(y, predict_views(models, x, kind).argmax(axis=1)))
+    (``tta_flip_accuracy``, ``tta_tencrop_accuracy``) logged beside it, never instead of it.
+    Each view is predicted once: the plain and flip figures reuse the ten-crop views."""
+    widest = "tencrop" if "tencrop" in tta else "flip" if "flip" in tta else "none"
+    per_view = _view_probs(models, x, widest)
+    extra = {f"tta_{kind}_accuracy": float(accuracy_score(y, _select(per_view, kind).argmax(axis=1)))
              for kind in tta}
-    return SplitEvaluation(split=split, y_true=np.asarray(y), probs=probs, extra=extra)
+    return SplitEvaluation(split=split, y_true=np.asarray(y), probs=_select(per_view, "none"), extra=extra)
 
 
 def curves_figure(history: pd.DataFrame, title: str = ""):
