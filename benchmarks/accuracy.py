@@ -15,7 +15,7 @@ import numpy as np
 from fer_experiments import data as fer_data
 from fer_experiments import training
 from fer_experiments.config import build_config
-from fer_experiments.metrics import predict_views
+from fer_experiments.metrics import evaluate_split
 
 HUMAN_LEVEL = 0.65
 
@@ -30,9 +30,10 @@ class TestClock(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         t = time.perf_counter()
-        acc = {k: float((predict_views(self.model, self.x, k).argmax(1) == self.y).mean()) for k in ("none", self.tta)}
+        m = evaluate_split(self.model, "test", self.x, self.y, tta=(self.tta,)).metrics()
         self.trace.append({"epoch": epoch + 1, "minutes": round((t - self.start - self.excluded) / 60, 3),
-                           "test_accuracy": round(acc["none"], 4), "test_tta_accuracy": round(acc[self.tta], 4)})
+                           "test_accuracy": round(m["test_accuracy"], 4),
+                           "test_tta_accuracy": round(m[f"test_tta_{self.tta}_accuracy"], 4)})
         self.excluded += time.perf_counter() - t
 
 
