@@ -16,6 +16,9 @@ import yaml
 EXPERIMENTS_DIR = Path(os.environ.get("FER_EXPERIMENTS_DIR", Path(__file__).resolve().parent.parent / "experiments"))
 
 
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
 class ConfigError(ValueError):
     """A setting the user gave is wrong; the message is one line naming it and the fix."""
 
@@ -48,6 +51,7 @@ class TrainConfig:
     seed: int = 42
     limit: int = 0                   # >0: keep at most this many images per split (smoke runs)
     register: str = ""               # non-empty: register the logged model under this name
+    precision: str = "auto"          # auto | float32 | mixed_bfloat16 | mixed_float16 (auto: bf16 where native)
 
     def validate(self) -> "TrainConfig":
         from . import models  # noqa: PLC0415 — registry lookups only
@@ -80,6 +84,7 @@ class TrainConfig:
             (0 <= self.warmup_epochs < self.epochs, "warmup_epochs", "must be in [0, epochs)"),
             (0 < self.lr_factor < 1, "lr_factor", "must be in (0, 1)"),
             (self.limit >= 0, "limit", "must be >= 0 (0 = no limit)"),
+            (self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}"),
         ]
         for ok, key, why in checks:
             if not ok:
@@ -87,14 +92,18 @@ class TrainConfig:
         return self
 
     def resolved(self) -> "TrainConfig":
-        """Fill model-dependent defaults (aug_strength, image_size) from the model registry."""
-        from . import models  # noqa: PLC0415
+        """Fill model-dependent defaults (aug_strength, image_size) from the model registry, the
+        machine's precision for ``auto``, and ``unfreeze`` = every block for a backbone trained from
+        scratch (``weights=none``: there is nothing pretrained to keep frozen)."""
+        from . import models, precision  # noqa: PLC0415
 
         spec = models.get_spec(self.model)
-        out = dataclasses.replace(self)
+        out = dataclasses.replace(self, precision=precision.resolve(self.precision))
         for key in ("aug_strength", "image_size"):
             if getattr(out, key) is None:
                 setattr(out, key, spec.defaults.get(key, 0.0 if key == "aug_strength" else None))
+        if spec.blocks and out.weights == "none":
+            out.unfreeze = len(spec.blocks)
         return out
 
     @property

@@ -16,6 +16,7 @@ import pandas as pd
 from sklearn.utils.class_weight import compute_class_weight
 
 from . import augment, models, tracking
+from .precision import dtype_policy
 from . import data as fer_data
 from .config import TrainConfig
 from .metrics import curves_figure, evaluate_split
@@ -48,8 +49,11 @@ def shrink(ds: fer_data.Dataset, limit: int, seed: int) -> fer_data.Dataset:
 
 
 def build_model(cfg: TrainConfig) -> tuple[keras.Model, augment.AugParams]:
-    net = models.create_model(cfg.model, dropout=cfg.dropout, unfreeze=cfg.unfreeze, weights=cfg.weights,
-                              image_size=cfg.image_size, **({"input_size": cfg.crop} if cfg.crop else {}))
+    """The registered network under `cfg.precision` (resolved), with the augmenter (always float32:
+    pixel values 0..255 need float32's mantissa) in front of it."""
+    with dtype_policy(cfg.precision):
+        net = models.create_model(cfg.model, dropout=cfg.dropout, unfreeze=cfg.unfreeze, weights=cfg.weights,
+                                  image_size=cfg.image_size, **({"input_size": cfg.crop} if cfg.crop else {}))
     aug = augment.resolve(cfg.aug_strength, erasing=cfg.erasing)
     augmenter = augment.build_augmenter(cfg.aug_strength, erasing=cfg.erasing, crop=cfg.crop,
                                         size=models.INPUT_SHAPE[0], seed=cfg.seed)
@@ -63,6 +67,16 @@ def build_model(cfg: TrainConfig) -> tuple[keras.Model, augment.AugParams]:
         x = keras.layers.CenterCrop(cfg.crop, cfg.crop, name="centre_crop")(x)
     model = keras.Model(inputs, net(x), name=f"{cfg.model}_with_augmentation")
     return model, aug
+
+
+def float32_copy(cfg: TrainConfig, model: keras.Model) -> keras.Model:
+    """The same model and weights in float32 (mixed precision keeps float32 variables): what is
+    evaluated, saved and logged, so every recorded figure belongs to the model a user loads."""
+    if cfg.precision == "float32":
+        return model
+    copy, _ = build_model(dataclasses.replace(cfg, precision="float32"))
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -159,6 +173,7 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
                             validation_data=(val_split.x.astype("float32"), targets(val_split.y)),
                             class_weight=class_weights(cfg, train_split.y), callbacks=fit_callbacks,
                             verbose=verbose)
+        model = float32_copy(cfg, model)
         metrics = _log_results(cfg, ds, model, history_csv)
         model_uri = tracking.log_model_files(model, val_split.x, file_stem=cfg.model, register=cfg.register)
         tracking.set_tag("fer.model_uri", model_uri)

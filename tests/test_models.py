@@ -24,7 +24,21 @@ def _pixels(n=2, seed=0):
 def _build(name, **kw):
     if models.get_spec(name).blocks:
         kw.setdefault("image_size", SMALL)
-    return models.create_model(name, weights="none", **kw)
+    kw.setdefault("weights", "none")
+    return models.create_model(name, **kw)
+
+
+@pytest.fixture(scope="module")
+def local_weights(tmp_path_factory):
+    """A "pretrained" notop weights file per backbone (random, saved locally: nothing is downloaded),
+    so freezing can be tested as it happens with ImageNet weights."""
+    folder = tmp_path_factory.mktemp("weights")
+    files = {}
+    for name in TRANSFER:
+        constructor, _ = transfer.BACKBONES[name]
+        files[name] = str(folder / f"{name}.weights.h5")
+        constructor(include_top=False, weights=None, input_shape=(SMALL, SMALL, 3)).save_weights(files[name])
+    return files
 
 
 @pytest.mark.parametrize("name", models.list_models())
@@ -57,11 +71,11 @@ def test_registry_metadata():
 
 
 @pytest.mark.parametrize("name", TRANSFER)
-def test_unfreeze_trains_more_blocks_from_the_top(name):
+def test_unfreeze_trains_more_blocks_from_the_top(name, local_weights):
     blocks = models.get_spec(name).blocks
     counts = []
     for k in range(len(blocks) + 1):
-        model = _build(name, unfreeze=k)
+        model = _build(name, unfreeze=k, weights=local_weights[name])
         counts.append(models.param_counts(model))
         if k == 0:
             head = model.get_layer("probabilities").count_params()
@@ -170,9 +184,20 @@ def test_in_model_preprocessing_equals_keras_preprocess_input(name):
                                atol=1e-4)
 
 
-def test_batchnorm_statistics_stay_frozen_while_fine_tuning():
+@pytest.mark.parametrize("name", TRANSFER)
+def test_from_scratch_backbones_train_every_layer(name):
+    # weights=none: nothing pretrained to keep, so unfreeze does not apply and BatchNorm learns too.
+    model = _build(name, unfreeze=0)
+    counts = models.param_counts(model)
+    bn_stats = sum(int(np.prod(v.shape)) for layer in model.get_layer(name).layers
+                   if isinstance(layer, keras.layers.BatchNormalization) for v in (layer.moving_mean, layer.moving_variance))
+    assert counts["non_trainable_params"] == bn_stats  # only BN's moving statistics, which fit updates
+    assert counts["trainable_params"] == counts["total_params"] - bn_stats
+
+
+def test_batchnorm_statistics_stay_frozen_while_fine_tuning(local_weights):
     spec = models.get_spec("resnet50")
-    net = _build("resnet50", unfreeze=len(spec.blocks))
+    net = _build("resnet50", unfreeze=len(spec.blocks), weights=local_weights["resnet50"])
     # fit's training=True overrides the backbone's recorded training=False in Keras 3, so this checks
     # the frozen BN layers. Wrapped like the trainer wraps it (augmenter in front): two levels deep.
     inputs = keras.Input(models.INPUT_SHAPE)

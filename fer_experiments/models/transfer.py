@@ -10,6 +10,8 @@ Both families use Keras's "caffe" ``preprocess_input``: RGB→BGR, then subtract
 [103.939, 116.779, 123.68] (BGR order), no scaling. A gray image repeated to three channels is the
 same in RGB and BGR order, so the flip is a no-op and a fixed ``Normalization`` (variance 1) is exact.
 
+With ``weights=none`` the backbone is trained from scratch: every layer trains, BatchNormalization
+included (the trainer records ``unfreeze`` as all blocks). With pretrained weights,
 ``unfreeze`` = how many of the backbone's TOP blocks train; blocks are Keras layer-name prefixes
 (``conv4_block2_1_conv`` belongs to "conv4", ``block3_conv1`` to "block3"); the stem (conv1) never trains.
 BatchNormalization must keep its ImageNet moving statistics while blocks fine-tune. The backbone is
@@ -60,7 +62,11 @@ def vgg16(*, dropout: float = 0.3, unfreeze: int = 0, weights: str = "none", ima
 def _build_transfer(name: str, dropout: float, unfreeze: int, weights: str, image_size: int,
                     num_classes: int) -> keras.Model:
     backbone = _load_backbone(name, weights, image_size)
-    set_trainable_blocks(backbone, get_spec(name).blocks[:unfreeze])
+    if weights in (None, "none"):
+        # From scratch: nothing pretrained to protect, so every layer trains, BatchNorm statistics too.
+        backbone.trainable = True
+    else:
+        set_trainable_blocks(backbone, get_spec(name).blocks[:unfreeze])
     inputs = keras.Input(INPUT_SHAPE, name="pixels")
     x = layers.Concatenate(name="gray_to_rgb")([inputs, inputs, inputs])
     x = layers.Resizing(image_size, image_size, name="resize")(x)
