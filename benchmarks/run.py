@@ -1,8 +1,9 @@
 """One command for the benchmark (not part of CI):
 
     python -m benchmarks.run --data ../shared/fer2013                 # every part
-    python -m benchmarks.run --data ../shared/fer2013 --part pipeline --part overhead
+    python -m benchmarks.run --data ../shared/fer2013 --part step --part pipeline
     python -m benchmarks.run --data ../shared/fer2013 --part accuracy --recipe fer_compact_fast
+    python -m benchmarks.run --data ../shared/fer2013 --part compare    # the seed's four models + report
 
 Results go to ``benchmarks/results/results.json`` (machine-readable; a part's section is replaced
 when it is run again, so parts can be run one at a time) and ``benchmarks/results/results.md``
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import click
 
-PARTS = ("pipeline", "overhead", "accuracy")
+PARTS = ("step", "pipeline", "overhead", "accuracy", "compare")
 DEFAULT_RECIPES = ("fer_compact_fast", "custom:epochs=10", "custom_aug:epochs=10",
                    "resnet50:weights=none,image_size=48,epochs=3", "vgg16:weights=none,image_size=48,epochs=3",
                    "fer_compact_long")
@@ -29,11 +30,13 @@ DEFAULT_RECIPES = ("fer_compact_fast", "custom:epochs=10", "custom_aug:epochs=10
 @click.option("--data", required=True, help="FER-2013 folder (train/, test/ = PublicTest)")
 @click.option("--part", "parts", multiple=True, type=click.Choice(PARTS), help="parts to run [all]")
 @click.option("--recipe", "recipes", multiple=True,
-              help="accuracy part: preset[:key=value,...], repeatable [" + ", ".join(DEFAULT_RECIPES) + "]")
+              help="accuracy and compare parts: preset[:key=value,...], repeatable [accuracy: "
+                   + ", ".join(DEFAULT_RECIPES) + "; compare: the four seed models, sized for 2 CPU cores]")
 @click.option("--out", default=str(Path(__file__).parent / "results"), show_default=True)
 @click.option("--steps", default=150, show_default=True, help="pipeline part: batches timed per measurement")
+@click.option("--step-batches", default=30, show_default=True, help="step part: batches timed per measurement")
 @click.option("--limit", default=4000, show_default=True, help="overhead part: training images per epoch")
-def main(data, parts, recipes, out, steps, limit):
+def main(data, parts, recipes, out, steps, step_batches, limit):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
@@ -42,12 +45,18 @@ def main(data, parts, recipes, out, steps, limit):
                           "processor": platform.processor() or platform.machine()}
     for part in parts or PARTS:
         click.echo(f"== {part}", err=True)
-        if part == "pipeline":
+        if part == "step":
+            from .step import measure  # noqa: PLC0415
+            results["step"] = measure(data, steps=step_batches)
+        elif part == "pipeline":
             from .pipeline import measure  # noqa: PLC0415
             results["pipeline"] = measure(data, steps=steps)
         elif part == "overhead":
             from .overhead import measure  # noqa: PLC0415
             results["overhead"] = measure(data, limit=limit)
+        elif part == "compare":
+            from .compare import CPU_RECIPES, run  # noqa: PLC0415
+            results["compare"] = run(data, out, recipes=recipes or CPU_RECIPES)
         else:
             from .accuracy import run_recipe  # noqa: PLC0415
             rows = {r["recipe"]: r for r in results.get("accuracy", [])}

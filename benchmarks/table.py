@@ -8,6 +8,8 @@ def _pct(v) -> str:
 
 def markdown(results: dict) -> str:
     lines = [f"Machine: {results['machine']['cpus']} CPUs, {results['machine']['platform']}", ""]
+    if "step" in results:
+        lines += _step(results["step"])
     if "pipeline" in results:
         p = results["pipeline"]
         lines += ["### (a) Pipeline throughput (custom_aug, batch 64, training images/second)", "",
@@ -27,6 +29,8 @@ def markdown(results: dict) -> str:
                   f"{o['untracked_epoch_s']:.2f} s (median of {o['repeats']} epochs each, {o['images']} images): "
                   f"**{100 * o['overhead']:+.1f} %** (A/B-alternated runs; the whole tracked run, with evaluation "
                   f"and model logging, took {o['tracked_run_total_s']:.0f} s).{direct}", ""]
+    if "compare" in results:
+        lines += _compare(results["compare"])
     rows = results.get("accuracy", [])
     if rows:
         lines += ["### (c) Accuracy on PublicTest (3,589 images; selection on validation carved from train)", "",
@@ -52,3 +56,35 @@ def markdown(results: dict) -> str:
                 lines += [f"(b) Time to human level, {what}: no recipe reached 65 %.", ""]
         lines += ["Commands:", ""] + [f"- `{r['recipe']}`: `{r['command']}`" for r in rows] + [""]
     return "\n".join(lines)
+
+
+def _step(s: dict) -> list[str]:
+    peak = s["matmul_gflops"]
+    lines = [f"### Step profile (training images/second, batch {s['batch_size']}, {s['steps']} batches, "
+             f"median of {s['repeats']} interleaved)", "",
+             f"Machine peak (dense 2048² matmul): **{peak['float32']:.0f} GFLOP/s float32, "
+             f"{peak['bfloat16']:.0f} GFLOP/s bfloat16**.", "",
+             "| model (preset) | GFLOP / train image | bare step float32 | bare step, trainer's precision "
+             "| full `train()` | full ÷ bare | notebook loop | ours ÷ notebook |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in s["models"]:
+        nb = "–" if r.get("notebook_ips") is None else f"{r['notebook_ips']:.0f}"
+        vs_nb = "–" if r.get("full_over_notebook") is None else f"**{r['full_over_notebook']:.2f}×**"
+        lines.append(
+            f"| `{r['model']}` ({r['preset']}) | {r['train_gflop_per_image']:.3f} "
+            f"| {r['bare_float32_ips']:.0f} ({_pct(r['bare_float32_peak_share'])} of peak) "
+            f"| {r['bare_ips']:.0f} {r['precision']} ({_pct(r['bare_peak_share'])}) "
+            f"| {r['full_ips']:.0f} ({_pct(r['full_peak_share'])}) | **{r['full_over_bare']:.2f}×** "
+            f"| {nb} | {vs_nb} |")
+    return lines + [""]
+
+
+def _compare(c: dict) -> list[str]:
+    lines = [f"### The seed's four-model comparison (MLflow experiment `{c['experiment']}`)", "",
+             "| recipe | initialisation | epochs | val acc | PublicTest acc | macro-F1 | flip-TTA | run |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in c["runs"]:
+        f1 = "–" if r["test_macro_f1"] is None else f"{r['test_macro_f1']:.3f}"
+        lines.append(f"| `{r['recipe']}` | {r['init']} | {r['epochs']} | {_pct(r['validation_accuracy'])} "
+                     f"| {_pct(r['test_accuracy'])} | {f1} | {_pct(r['test_tta_flip_accuracy'])} | `{r['run_id'][:8]}` |")
+    return lines + [""]

@@ -15,7 +15,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from . import metrics, tracking  # noqa: F401 — metrics selects matplotlib's headless backend
+from . import metrics, models, tracking  # noqa: F401 — metrics selects matplotlib's headless backend
 from .data import CLASSES
 
 import matplotlib.pyplot as plt  # noqa: E402,I001
@@ -44,10 +44,14 @@ def collect(experiment: str, *, include_trials: bool = False) -> pd.DataFrame:
         "run_id": runs["run_id"], "run_name": runs.get("tags.mlflow.runName"),
         "synthetic": runs["tags.fer.synthetic"].eq("true"),
         **{p: runs.get(f"params.{p}") for p in PARAMS},
+        "init": runs.get("tags.fer.init"),
         **{m: runs.get(f"metrics.{m}") for m in METRICS},
         "minutes": (runs["end_time"] - runs["start_time"]).dt.total_seconds() / 60,
         **{f"recall_{c}": runs.get(f"metrics.test_recall_{c}") for c in CLASSES},
     })
+    # A backbone trained from scratch is not the seed's transfer model: say so wherever the model is named.
+    scratch = table["init"].eq("from scratch") & table["model"].map(lambda m: m in models.MODELS and bool(models.get_spec(m).blocks))
+    table.loc[scratch, "model"] = table.loc[scratch, "model"] + " (from scratch)"
     return table.sort_values("validation_accuracy", ascending=False, na_position="last").reset_index(drop=True)
 
 

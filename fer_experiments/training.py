@@ -120,8 +120,17 @@ def class_weights(cfg: TrainConfig, y: np.ndarray) -> dict | None:
     return {int(c): float(w) for c, w in zip(present, weights)}
 
 
+def initialisation(cfg: TrainConfig) -> str:
+    """How the network starts: "from scratch" (custom nets, backbones with weights=none), "imagenet"
+    or "weights file" — in the run name, a tag and the comparison table, never mixed up."""
+    if not models.get_spec(cfg.model).blocks or cfg.weights == "none":
+        return "from scratch"
+    return "imagenet" if cfg.weights == "imagenet" else "weights file"
+
+
 def run_name(cfg: TrainConfig, ds: fer_data.Dataset) -> str:
-    return f"{cfg.model}-{'synthetic' if ds.synthetic else ds.name}"
+    scratch = "-from-scratch" if models.get_spec(cfg.model).blocks and cfg.weights == "none" else ""
+    return f"{cfg.model}{scratch}-{'synthetic' if ds.synthetic else ds.name}"
 
 
 def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resume_run_id: str | None = None,
@@ -137,6 +146,7 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
                                      f"(validation is carved from it); use `fer-exp evaluate` for a test-only folder")
     model, aug = build_model(cfg)  # before the run: a bad model or weights leaves no run behind
     tags = {tracking.SYNTHETIC_TAG: str(ds.synthetic).lower(), "fer.model": cfg.model, "fer.dataset": ds.name,
+            "fer.init": initialisation(cfg),
             **(extra_tags or {})}
     with tracking.active_run(experiment=experiment or tracking.experiment_name_for(ds.synthetic),
                              run_name=run_name(cfg, ds), tags=tags, resume_run_id=resume_run_id,

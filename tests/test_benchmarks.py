@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import mlflow
 import pytest
 from click.testing import CliRunner
 
@@ -15,11 +16,22 @@ from fer_experiments import data as fer_data
 def test_benchmark_parts_write_json_and_markdown(store, tmp_path):
     folder = fer_data.write_synthetic(tmp_path / "faces", n=700, seed=3)
     out = tmp_path / "results"
-    args = ["--data", str(folder), "--out", str(out), "--steps", "3", "--limit", "200",
+    args = ["--data", str(folder), "--out", str(out), "--steps", "3", "--limit", "200", "--step-batches", "2",
+            "--part", "step", "--part", "pipeline", "--part", "overhead", "--part", "accuracy",
             "--recipe", "fer_compact_fast:epochs=2,limit=300"]
     result = CliRunner().invoke(bench, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
+    s = results["step"]
+    assert [r["model"] for r in s["models"]] == ["custom_aug", "fer_compact", "fer_vgg"]
+    assert s["matmul_gflops"]["float32"] > 0 and s["matmul_gflops"]["bfloat16"] > 0
+    for r in s["models"]:
+        assert r["bare_float32_ips"] > 0 and r["bare_ips"] > 0 and r["full_ips"] > 0
+        assert r["full_over_bare"] == pytest.approx(r["full_ips"] / r["bare_ips"])
+    # FLOPs per training image, counted from the layers: the literature net costs more than the seed CNN.
+    gflop = {r["model"]: r["train_gflop_per_image"] for r in s["models"]}
+    assert 0.3 < gflop["custom_aug"] < 1 and gflop["fer_vgg"] > 3 * gflop["fer_compact"]
+    assert "notebook_ips" in s["models"][0] and "notebook_ips" not in s["models"][1]
     p = results["pipeline"]
     assert p["images_timed"] == 3 * 64 and p["pipeline_ratio"] == pytest.approx(
         p["ours_pipeline_ips"] / p["notebook_pipeline_ips"])
@@ -29,5 +41,40 @@ def test_benchmark_parts_write_json_and_markdown(store, tmp_path):
     assert row["epochs"] == 2 and len(row["test_trace"]) == 2 and row["run_id"] and row["model_uri"].startswith("models:/")
     assert 0 <= row["test_accuracy"] <= 1 and row["test_tta_tencrop_accuracy"] is not None
     table = (out / "results.md").read_text()
-    assert "(a) Pipeline throughput" in table and "(d) MLflow tracking overhead" in table
+    assert "Step profile" in table and "(a) Pipeline throughput" in table and "(d) MLflow tracking overhead" in table
     assert f"`{row['run_id'][:8]}`" in table and "-P experiment=fer_compact_fast" in table
+
+
+def test_forward_flops_counts_convolutions_and_dense_layers():
+    import keras
+
+    from benchmarks.step import forward_flops
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)          # 8·8·4 outputs × 3·3·3 MACs
+    x = keras.layers.Conv2D(6, 1, strides=2)(x)                     # 4·4·6 outputs × 1·1·4 MACs
+    outputs = keras.layers.Dense(5)(keras.layers.Flatten()(x))      # 96 × 5 MACs
+    inner = keras.Model(inputs, outputs)
+    outer = keras.Model(inputs, inner(inputs))                      # nested models are counted through
+    expected = 2 * (8 * 8 * 4 * 27 + 4 * 4 * 6 * 4 + 96 * 5)
+    assert forward_flops(inner) == expected and forward_flops(outer) == expected
+
+
+@pytest.mark.slow
+def test_compare_part_trains_each_recipe_into_one_experiment_and_reports(store, tmp_path):
+    folder = fer_data.write_synthetic(tmp_path / "faces", n=400, seed=4)
+    out = tmp_path / "results"
+    args = ["--data", str(folder), "--out", str(out), "--part", "compare",
+            "--recipe", "custom:epochs=1", "--recipe", "vgg16:weights=none,image_size=32,epochs=1,limit=64"]
+    result = CliRunner().invoke(bench, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    c = json.loads((out / "results.json").read_text())["compare"]
+    assert [r["init"] for r in c["runs"]] == ["from scratch", "from scratch"]
+    runs = {r.info.run_id: r for r in mlflow.MlflowClient().search_runs(
+        [mlflow.get_experiment_by_name(c["experiment"]).experiment_id])}
+    vgg = runs[c["runs"][1]["run_id"]]
+    assert vgg.info.run_name.startswith("vgg16-from-scratch") and vgg.data.tags["fer.init"] == "from scratch"
+    assert vgg.data.params["unfreeze"] == "5"  # from scratch: every block trains, and the record says so
+    report_md = (out / "comparison" / "report.md").read_text()
+    assert "vgg16 (from scratch)" in report_md and "custom" in report_md
+    assert "seed's four-model comparison" in (out / "results.md").read_text()

@@ -1,0 +1,149 @@
+"""Benchmark part `step`: where the training time goes, against the machine's ceiling.
+
+For each model, training images/second of
+  (i)   the bare step — the compiled train step on batches already in memory (no augmentation, no
+        callbacks, no feed), in float32 and in the trainer's resolved precision: the ceiling;
+  (ii)  the full trainer, ``training.train`` on the same number of images (feed, augmentation,
+        callbacks, tracking), timed over the training batches of its second epoch;
+  (iii) for ``custom_aug``: the seed notebook's loop (ImageDataGenerator from the image folder
+        feeding the same CNN in fit).
+Alongside: each model's FLOPs per training image and this machine's matmul GFLOP/s (float32 and
+bfloat16), so every step is also a fraction of peak. The measurements of one model are interleaved
+(i, ii, iii, i, ii, iii, …) and the median of `repeats` is kept, so load from elsewhere hits all alike.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+
+import keras
+import numpy as np
+
+from fer_experiments import data as fer_data
+from fer_experiments import models, training
+from fer_experiments.config import build_config
+from fer_experiments.precision import dtype_policy
+
+from .pipeline import notebook_generator
+
+EXPERIMENT = "fer-benchmark-step"  # short runs on a few batches: kept out of the model comparison
+RECIPES = (("custom_aug", "custom_aug"), ("fer_compact", "fer_compact_fast"), ("fer_vgg", "fer_vgg"))
+
+
+def matmul_gflops(dtype: str, n: int = 2048, repeats: int = 10) -> float:
+    """Dense n×n matrix products per second, the machine's practical peak for convolution-heavy work."""
+    a = keras.ops.cast(keras.random.normal((n, n), seed=1), dtype)
+    b = keras.ops.cast(keras.random.normal((n, n), seed=2), dtype)
+    keras.ops.convert_to_numpy(keras.ops.matmul(a, b))
+    t = time.perf_counter()
+    for _ in range(repeats):
+        c = keras.ops.matmul(a, b)
+    keras.ops.convert_to_numpy(c)
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def forward_flops(model: keras.Model) -> int:
+    """Multiply-adds ×2 of every convolution and dense layer for one image (nested models included);
+    normalisation, activations and pooling are a few per cent and left out."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += forward_flops(layer)
+        elif isinstance(layer, keras.layers.Conv2D):
+            kh, kw = layer.kernel_size
+            _, h, w, c_out = layer.output.shape
+            total += 2 * h * w * c_out * kh * kw * layer.input.shape[-1] // layer.groups
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * int(np.prod(layer.input.shape[1:])) * layer.units
+    return total
+
+
+def _bare_step(cfg, x, y, precision: str):
+    """A closure running the compiled train step once over the in-memory batches."""
+    cfg = dataclasses.replace(cfg, precision=precision)
+    with dtype_policy(precision):
+        net = models.create_model(cfg.model, dropout=cfg.dropout, unfreeze=cfg.unfreeze, weights=cfg.weights,
+                                  image_size=cfg.image_size, **({"input_size": cfg.crop} if cfg.crop else {}))
+    loss, targets = training.loss_and_targets(cfg)
+    net.compile(optimizer=training.make_optimizer(cfg, len(x)), loss=loss, metrics=["accuracy"])
+    if cfg.crop:
+        lo = (x.shape[2] - cfg.crop) // 2  # x: (batches, batch, 48, 48, 1)
+        x = x[:, :, lo:lo + cfg.crop, lo:lo + cfg.crop]
+    batches = [(keras.ops.convert_to_tensor(xb), keras.ops.convert_to_tensor(targets(yb))) for xb, yb in zip(x, y)]
+    net.train_on_batch(*batches[0])  # compile outside the clock
+    return lambda: [net.train_on_batch(xb, yb) for xb, yb in batches], net
+
+
+class TrainBatchTimer(keras.callbacks.Callback):
+    """Seconds from an epoch's start to the end of its last training batch (validation excluded)."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.steps, self.times, self._t = steps, [], 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.steps - 1:
+            self.times.append(time.perf_counter() - self._t)
+
+
+def _full_trainer(cfg):
+    steps = -(-cfg.limit // cfg.batch_size)
+
+    def run() -> float:
+        timer = TrainBatchTimer(steps)
+        training.train(cfg, callbacks=[timer], experiment=EXPERIMENT, extra_tags={"fer.benchmark": "step"}, verbose=0)
+        return timer.times[-1]  # the second epoch: graphs already traced
+
+    return run
+
+
+def _notebook(data: str, steps: int):
+    gen = notebook_generator(data)
+    plain = models.create_model("custom")
+    plain.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    plain.fit(gen, steps_per_epoch=2, epochs=1, verbose=0)
+    return lambda: plain.fit(gen, steps_per_epoch=steps, epochs=1, verbose=0)
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    out = fn()
+    return out if isinstance(out, float) else time.perf_counter() - t
+
+
+def measure(data: str, *, steps: int = 30, repeats: int = 3, recipes=RECIPES) -> dict:
+    peak = {"float32": matmul_gflops("float32"), "bfloat16": matmul_gflops("bfloat16")}
+    train = fer_data.load_dataset(data).splits["train"]
+    rows = []
+    for name, preset in recipes:
+        cfg = build_config(preset, data=data, epochs=2, patience=0, limit=steps * 64, batch_size=64).resolved()
+        n = steps * cfg.batch_size
+        x = train.x[:n].astype("float32").reshape(steps, cfg.batch_size, *train.x.shape[1:])
+        y = train.y[:n].reshape(steps, cfg.batch_size)
+        arms = {"bare_float32": _bare_step(cfg, x, y, "float32")[0]}
+        arms["bare"], net = _bare_step(cfg, x, y, cfg.precision)
+        arms["full"] = _full_trainer(cfg)
+        if name == "custom_aug":
+            arms["notebook"] = _notebook(data, steps)
+        times = {arm: [] for arm in arms}
+        for _ in range(repeats):
+            for arm, fn in arms.items():
+                times[arm].append(_timed(fn))
+        ips = {arm: n / statistics.median(ts) for arm, ts in times.items()}
+        flops = 3 * forward_flops(net)  # forward + backward (input and weight gradients) ≈ 3× forward
+        bf16 = cfg.precision == "mixed_bfloat16"
+        row = {"model": name, "preset": preset, "precision": cfg.precision, "images_timed": n,
+               "train_gflop_per_image": flops / 1e9, **{f"{arm}_ips": v for arm, v in ips.items()},
+               "full_over_bare": ips["full"] / ips["bare"],
+               "bare_float32_peak_share": ips["bare_float32"] * flops / 1e9 / peak["float32"],
+               "bare_peak_share": ips["bare"] * flops / 1e9 / peak["bfloat16" if bf16 else "float32"],
+               "full_peak_share": ips["full"] * flops / 1e9 / peak["bfloat16" if bf16 else "float32"]}
+        if "notebook" in ips:
+            row["full_over_notebook"] = ips["full"] / ips["notebook"]
+        rows.append(row)
+        keras.backend.clear_session()
+    return {"steps": steps, "batch_size": 64, "repeats": repeats, "matmul_gflops": peak, "models": rows}
