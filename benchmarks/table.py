@@ -76,6 +76,11 @@ def _step(s: dict) -> list[str]:
             f"| {r['bare_ips']:.0f} {r['precision']} ({_pct(r['bare_peak_share'])}) "
             f"| {r['full_ips']:.0f} ({_pct(r['full_peak_share'])}) | **{r['full_over_bare']:.2f}×** "
             f"| {nb} | {vs_nb} |")
+    for r in s["models"]:
+        if "full_float32_ips" in r:
+            lines += ["", f"`{r['model']}` in float32 throughout (the notebook's precision): full `train()` "
+                      f"{r['full_float32_ips']:.0f} img/s = **{r['full_float32_over_bare_float32']:.2f}×** the float32 bare "
+                      f"step and **{r['full_float32_over_notebook']:.2f}×** the notebook loop."]
     return lines + [""]
 
 
