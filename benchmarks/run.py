@@ -35,8 +35,9 @@ DEFAULT_RECIPES = ("fer_compact_fast", "custom:epochs=10", "custom_aug:epochs=10
 @click.option("--out", default=str(Path(__file__).parent / "results"), show_default=True)
 @click.option("--steps", default=150, show_default=True, help="pipeline part: batches timed per measurement")
 @click.option("--step-batches", default=30, show_default=True, help="step part: batches timed per measurement")
+@click.option("--repeats", default=3, show_default=True, help="step part: interleaved measurements per arm (median)")
 @click.option("--limit", default=4000, show_default=True, help="overhead part: training images per epoch")
-def main(data, parts, recipes, out, steps, step_batches, limit):
+def main(data, parts, recipes, out, steps, step_batches, repeats, limit):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
@@ -47,7 +48,7 @@ def main(data, parts, recipes, out, steps, step_batches, limit):
         click.echo(f"== {part}", err=True)
         if part == "step":
             from .step import measure  # noqa: PLC0415
-            results["step"] = measure(data, steps=step_batches)
+            results["step"] = measure(data, steps=step_batches, repeats=repeats)
         elif part == "pipeline":
             from .pipeline import measure  # noqa: PLC0415
             results["pipeline"] = measure(data, steps=steps)
