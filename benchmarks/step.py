@@ -119,6 +119,30 @@ def _full_trainer(cfg):
     return run
 
 
+def _augmentation_placement(cfg, x, y) -> dict:
+    """The same augmented training two ways, no callbacks: the augmenter inside the model on ready
+    batches (what the trainer does) vs in a parallel, prefetched `tf.data` feed in front of the bare
+    network (TensorFlow backend: what a CPU input pipeline would do)."""
+    import tensorflow as tf  # noqa: PLC0415 — this arm is the TensorFlow feed by definition
+
+    loss, targets = training.loss_and_targets(cfg)
+    in_model, _ = training.build_model(cfg)
+    in_model.compile(optimizer=training.make_optimizer(cfg, len(x)), loss=loss)
+    ready = ReadyBatches([(keras.ops.convert_to_tensor(xb), keras.ops.convert_to_tensor(targets(yb)))
+                          for xb, yb in zip(x, y)])
+    augmenter = in_model.get_layer("augmenter")
+    with dtype_policy(cfg.precision):
+        bare = models.create_model(cfg.model, dropout=cfg.dropout)
+    bare.compile(optimizer=training.make_optimizer(cfg, len(x)), loss=loss)
+    feed = (tf.data.Dataset.from_tensor_slices((x.reshape(-1, *x.shape[2:]), targets(y.reshape(-1))))
+            .batch(x.shape[1]).map(lambda xb, yb: (augmenter(xb, training=True), yb),
+                                   num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
+    in_model.fit(ready, epochs=1, verbose=0)
+    bare.fit(feed, epochs=1, verbose=0)
+    return {"aug_in_model": lambda: in_model.fit(ready, epochs=1, verbose=0),
+            "aug_in_feed": lambda: bare.fit(feed, epochs=1, verbose=0)}
+
+
 def _notebook(data: str, steps: int):
     gen = notebook_generator(data)
     plain = models.create_model("custom")
@@ -147,6 +171,8 @@ def measure(data: str, *, steps: int = 30, repeats: int = 3, recipes=RECIPES) ->
         arms["full"] = _full_trainer(cfg)
         if name == "custom_aug":  # the notebook's comparison, also at the notebook's own precision
             arms["full_float32"] = _full_trainer(dataclasses.replace(cfg, precision="float32"))
+            if keras.backend.backend() == "tensorflow":
+                arms.update(_augmentation_placement(cfg, x, y))
             arms["notebook"] = _notebook(data, steps)
         times = {arm: [] for arm in arms}
         for _ in range(repeats):
@@ -165,6 +191,8 @@ def measure(data: str, *, steps: int = 30, repeats: int = 3, recipes=RECIPES) ->
             row["full_over_notebook"] = ips["full"] / ips["notebook"]
             row["full_float32_over_bare_float32"] = ips["full_float32"] / ips["bare_float32"]
             row["full_float32_over_notebook"] = ips["full_float32"] / ips["notebook"]
+        if "aug_in_feed" in ips:
+            row["feed_over_model"] = ips["aug_in_feed"] / ips["aug_in_model"]
         rows.append(row)
         keras.backend.clear_session()
     return {"steps": steps, "batch_size": 64, "repeats": repeats, "matmul_gflops": peak, "models": rows}
