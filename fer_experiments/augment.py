@@ -37,6 +37,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from .errors import UserError
+
 ROTATION_MAX_DEG = 40.0
 ZOOM_MAX = 0.3
 TRANSLATION_MAX = 0.15
@@ -63,7 +65,7 @@ class AugParams:
 def resolve(strength: float, erasing: bool = False) -> AugParams:
     """The table in the module docstring, for one strength."""
     if not 0 <= strength <= 1:
-        raise ValueError(f"aug_strength={strength!r} is out of range: it must be in [0, 1] (0.5 = the notebook's)")
+        raise UserError(f"aug_strength={strength!r} is out of range: it must be in [0, 1] (0.5 = the notebook's)")
     extra = max(0.0, 2 * strength - 1)  # grows 0 → 1 over the upper half only
     return AugParams(
         flip=strength > 0,

@@ -5,7 +5,6 @@ problem and the fix, with exit code 2; set FER_DEBUG=1 for the full traceback.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import os
@@ -16,24 +15,34 @@ import click
 from . import config as cfgmod
 from . import models
 
-USER_ERRORS = (ValueError, FileNotFoundError, OSError, KeyError)
-
-
 def user_errors(fn):
+    """The error contract (`errors.UserError`): the project's own user errors and MLflow's "does not
+    exist" become one line and exit 2; anything else is a bug and keeps its traceback (exit 1)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            from mlflow.exceptions import MlflowException  # noqa: PLC0415 — e.g. a models:/ URI that names nothing
-
-            if not isinstance(exc, (*USER_ERRORS, MlflowException)) or os.environ.get("FER_DEBUG"):
+            if not _is_user_error(exc) or os.environ.get("FER_DEBUG"):
                 raise
-            kind = "error" if isinstance(exc, (ValueError, MlflowException)) else type(exc).__name__
             msg = (str(exc).strip().splitlines() or [repr(exc)])[0]
-            click.echo(f"{kind}: {msg}", err=True)
+            click.echo(f"error: {msg}", err=True)
             sys.exit(2)
     return wrapper
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from .errors import UserError  # noqa: PLC0415
+
+    if isinstance(exc, UserError):
+        return True
+    from mlflow.exceptions import MlflowException  # noqa: PLC0415 — e.g. a models:/ URI that names nothing
+
+    return isinstance(exc, MlflowException) and exc.error_code in MLFLOW_USER_ERRORS
+
+
+# MLflow's codes for a thing the user named that is not there or not valid (a run, model, experiment id).
+MLFLOW_USER_ERRORS = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -134,10 +143,9 @@ def predict(paths, model_uri, fmt, out, annotate_dir, margin):
     """Emotions of the faces in images (files or folders): one JSON line (or CSV row) per face."""
     from . import predict as fer_predict  # noqa: PLC0415
 
-    # A URI that names nothing is turned into a one-line ValueError by tracking.load_model.
-    with open(out, "w", newline="", encoding="utf-8") if out else contextlib.nullcontext(sys.stdout) as fh:
-        summary = fer_predict.run(paths, model_uri, fh, fmt=fmt, margin=margin, annotate_dir=annotate_dir)
-    click.echo(summary, err=True)
+    # A URI that names nothing is turned into a one-line UserError by tracking.load_model; the --out
+    # file is only created once the images and the model have been found.
+    click.echo(fer_predict.run(paths, model_uri, out, fmt=fmt, margin=margin, annotate_dir=annotate_dir), err=True)
 
 
 @main.command()

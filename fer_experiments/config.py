@@ -13,13 +13,15 @@ from pathlib import Path
 
 import yaml
 
+from .errors import UserError
+
 EXPERIMENTS_DIR = Path(os.environ.get("FER_EXPERIMENTS_DIR", Path(__file__).resolve().parent.parent / "experiments"))
 
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A setting the user gave is wrong; the message is one line naming it and the fix."""
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import data as fer_data
 from . import tracking
+from .errors import UserError
 from .models import INPUT_SHAPE
 from .predict import load_model
 
@@ -40,7 +41,7 @@ RANDOM_CHECK = 32  # plus uniform-noise images: inputs unlike any face, where nu
 CHUNK = 256  # images per runtime call
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """A problem the user can fix (format, out path, missing package) or a failed check: one line."""
 
 

@@ -9,8 +9,10 @@ stops a batch.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import numpy as np
 
 from . import tracking
 from .data import CLASSES
+from .errors import UserError
 from .models import INPUT_SHAPE
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # what a folder is searched for
@@ -34,7 +37,7 @@ PROB_COLUMNS = tuple(f"p_{c}" for c in CLASSES)
 COLUMNS = ("file", "face", "source", "x", "y", "w", "h", "label", "confidence", *PROB_COLUMNS, "status", "error")
 
 
-class PredictError(ValueError):
+class PredictError(UserError):
     """A problem with the user's paths or model: one line naming it and the fix."""
 
 
@@ -189,14 +192,33 @@ class RowWriter:
             self.fh.write(json.dumps(row) + "\n")
 
 
-def run(paths, model_uri: str, out_fh, *, fmt: str = "jsonl", margin: float = 0.2,
+def run(paths, model_uri: str, out: str | None = None, *, fmt: str = "jsonl", margin: float = 0.2,
         annotate_dir: str | None = None) -> str:
-    """The whole command: rows to out_fh, annotated copies to annotate_dir; returns the summary line."""
+    """The whole command: rows to the file `out` (standard output if None), annotated copies to
+    annotate_dir; returns the summary line. Nothing is written before the inputs and the model check out."""
     files = find_images(paths)  # before the (slow) model load: a typo fails at once
     model = load_model(model_uri)
     out_dir = Path(annotate_dir) if annotate_dir else None
-    if out_dir:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    with _open_out(out) as out_fh:
+        if out_dir:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        return _write_rows(files, model, out_fh, out_dir, fmt=fmt, margin=margin)
+
+
+@contextlib.contextmanager
+def _open_out(out: str | None):
+    if out is None:
+        yield sys.stdout
+        return
+    try:
+        fh = open(out, "w", newline="", encoding="utf-8")  # noqa: SIM115 — closed below
+    except OSError as exc:
+        raise PredictError(f"--out '{out}' cannot be written ({exc.strerror}): pass another file path") from None
+    with fh:
+        yield fh
+
+
+def _write_rows(files, model, out_fh, out_dir: Path | None, *, fmt: str, margin: float) -> str:
     writer, used = RowWriter(out_fh, fmt), set()
     counts = {"ok": 0, "no_face": 0, "error": 0}
     for rows in predict_images(files, model, margin=margin):

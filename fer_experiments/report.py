@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import metrics, models, tracking  # noqa: F401 — metrics selects matplotlib's headless backend
 from .data import CLASSES
+from .errors import UserError
 
 import matplotlib.pyplot as plt  # noqa: E402,I001
 
@@ -32,7 +33,7 @@ def collect(experiment: str, *, include_trials: bool = False) -> pd.DataFrame:
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         names = ", ".join(e.name for e in mlflow.search_experiments()) or "none"
-        raise ValueError(f"MLflow experiment '{experiment}' does not exist in {mlflow.get_tracking_uri()}: "
+        raise UserError(f"MLflow experiment '{experiment}' does not exist in {mlflow.get_tracking_uri()}: "
                          f"choose one of {names} (or set MLFLOW_TRACKING_URI to the right store)")
     runs = mlflow.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'")
     if runs.empty or "tags.fer.model" not in runs:
@@ -115,7 +116,7 @@ def write(experiment: str, out: str | Path, *, include_trials: bool = False, log
     """Tables and figures into `out` (and a report run); returns the written files."""
     table = collect(experiment, include_trials=include_trials)
     if table.empty:
-        raise ValueError(f"MLflow experiment '{experiment}' has no finished training runs: train some first "
+        raise UserError(f"MLflow experiment '{experiment}' has no finished training runs: train some first "
                          f"(fer-exp train --mlflow-experiment {experiment} …)")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ from mlflow.models import infer_signature
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from . import data as fer_data
+from .errors import UserError
 from .metrics import SplitEvaluation
 
 SYNTHETIC_TAG = "fer.synthetic"
@@ -183,7 +184,7 @@ def load_model(uri: str) -> keras.Model:
     try:
         return mlflow.keras.load_model(uri)
     except mlflow.exceptions.MlflowException as exc:
-        raise ValueError(f"model '{uri}' cannot be loaded ({exc.message.strip().splitlines()[0]}): pass "
+        raise UserError(f"model '{uri}' cannot be loaded ({exc.message.strip().splitlines()[0]}): pass "
                          f"models:/<model id>, runs:/<run id>/model or a .keras file from this tracking store "
                          f"({mlflow.get_tracking_uri()})") from None
 

@@ -124,3 +124,26 @@ def test_mlflow_run_end_to_end(store):
     assert bad.returncode != 0 and "unknown model 'alexnet'" in bad.stderr
     (failed,) = all_runs(["e2e-bad"])
     assert failed.info.status == "FAILED"
+
+
+@pytest.mark.parametrize("bug", [KeyError("val_accuracy"), ValueError("shapes (3,) and (4,) not aligned"),
+                                 OSError("disk on fire")])
+def test_internal_bugs_keep_their_traceback(store, monkeypatch, bug):
+    # The error contract: only the project's UserError (and MLflow's "does not exist") is the user's fault.
+    from fer_experiments import training
+
+    def broken(*args, **kwargs):
+        raise bug
+
+    monkeypatch.setattr(training, "train", broken)
+    result = CliRunner().invoke(main, ["train", "--data", SMALL_DATA, "--epochs", "1"])
+    assert result.exit_code == 1 and result.exception is bug  # a traceback, not a one-line "error:"
+    assert "error:" not in result.output
+
+
+def test_mlflow_does_not_exist_is_a_user_error(store):
+    all_runs()  # the store exists before the command: its set-up log lines are not the command's output
+    result = CliRunner().invoke(main, ["evaluate", "runs:/0123456789abcdef0123456789abcdef/model", "--data", SMALL_DATA])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "not found" in lines[0], result.output

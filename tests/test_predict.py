@@ -144,6 +144,7 @@ def test_csv_has_the_same_rows(batch, images, model_file, tmp_path):
     (["{images}", "--model", "{three_classes}"], "not 48×48×1 faces to 7 emotions"),
 ])
 def test_user_errors_are_one_line(store, images, model_file, tmp_path, args, needle):
+    out = tmp_path / "rows.jsonl"
     (tmp_path / "empty").mkdir()
     all_runs()  # the tracking store exists before the command: its set-up logs are not part of the output
     three = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Flatten(), keras.layers.Dense(3, "softmax")])
@@ -151,10 +152,17 @@ def test_user_errors_are_one_line(store, images, model_file, tmp_path, args, nee
     args = [a.format(empty=tmp_path / "empty", images=images[0], three_classes=tmp_path / "three.keras") for a in args]
     if "--model" not in args:
         args += ["--model", str(model_file[1])]
-    result = CliRunner().invoke(main, ["predict", *args])
+    result = CliRunner().invoke(main, ["predict", *args, "--out", str(out)])
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and needle in lines[0], result.output
+    assert not out.exists()  # nothing written (not even an empty file) before the inputs check out
+
+
+def test_unwritable_out_is_a_user_error(images, model_file, tmp_path):
+    result = CliRunner().invoke(main, ["predict", str(images[0]), "--model", str(model_file[1]),
+                                       "--out", str(tmp_path / "no" / "such" / "dir" / "rows.jsonl")])
+    assert result.exit_code == 2 and "cannot be written" in result.output, result.output
 
 
 def test_big_photo_and_duplicate_names(images, model_file, tmp_path):

@@ -1,6 +1,8 @@
 """FER-2013's label order (never the alphabetical order of folder names) and the data error."""
 from __future__ import annotations
 
+from ..errors import UserError
+
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 IMAGE_SIZE = 48
 # FER-2013 train counts per class, in CLASSES order: the synthetic set copies this imbalance.
@@ -8,7 +10,7 @@ FER_TRAIN_COUNTS = (3995, 436, 4097, 7215, 4830, 3171, 4965)
 USAGES = {"Training": "train", "PublicTest": "public", "PrivateTest": "private"}
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A problem with the user's data: one line naming the file or value and the fix."""
 
 

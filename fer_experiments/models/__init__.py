@@ -21,15 +21,17 @@ from typing import Callable
 import keras
 import numpy as np
 
+from ..errors import UserError
+
 CLASSES_COUNT = 7
 INPUT_SHAPE = (48, 48, 1)  # raw uint8-range pixel values 0..255 as float32, grayscale
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(UserError):
     """A model name that is not registered; the message lists the registered ones."""
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError):
     """Backbone weights that cannot be had; the one-line message names the problem and the fix."""
 
 
@@ -88,7 +90,7 @@ def create_model(name: str, *, dropout: float = 0.3, unfreeze: int = 0, weights:
     accepted = inspect.signature(spec.builder).parameters
     unknown = sorted(set(kw) - set(accepted))
     if unknown:
-        raise ValueError(f"model '{name}' does not take {', '.join(unknown)}: "
+        raise UserError(f"model '{name}' does not take {', '.join(unknown)}: "
                          f"its settings are {', '.join(accepted)}")
     args = {k: v for k, v in spec.defaults.items() if k in accepted}
     args.update({k: v for k, v in given.items() if v is not None and k in accepted})
@@ -105,7 +107,7 @@ def _validate(spec: ModelSpec, *, dropout, unfreeze, image_size, num_classes) ->
     ]
     for ok, key, value, why in checks:
         if not ok:
-            raise ValueError(f"{key}={value!r} is out of range: it {why}")
+            raise UserError(f"{key}={value!r} is out of range: it {why}")
 
 
 def param_counts(model: keras.Model) -> dict:
