@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from . import data as fer_data
 from . import tracking
+from .tracking import tags as T
 from .metrics import evaluate_split
 
 
@@ -24,8 +25,8 @@ def evaluate(model_uris: str | list[str], data: str, *, splits=(), tta=("flip", 
     results = [evaluate_split(models, s, ds.splits[s].x, ds.splits[s].y, tta=tta) for s in chosen]
     what = uris[0] if len(uris) == 1 else f"ensemble of {len(uris)} models"
     if log:
-        tags = {tracking.SYNTHETIC_TAG: str(ds.synthetic).lower(), "fer.dataset": ds.name,
-                "fer.evaluated_model": " ".join(uris), "fer.run_kind": "evaluation"}
+        tags = {T.SYNTHETIC: str(ds.synthetic).lower(), T.DATASET: ds.name,
+                T.EVALUATED_MODEL: " ".join(uris), T.RUN_KIND: "evaluation"}
         name = f"evaluate{'-ensemble' if len(uris) > 1 else ''}-{'synthetic' if ds.synthetic else ds.name}"
         with tracking.active_run(experiment=experiment or tracking.experiment_name_for(ds.synthetic),
                                  run_name=name, tags=tags) as run:

@@ -25,11 +25,11 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import mlflow  # only for --log, as in report.py: artifacts of a run that tracking.active_run manages
 import numpy as np
 
 from . import data as fer_data
 from . import tracking
+from .tracking import exports
 from .errors import UserError
 from .models import INPUT_SHAPE
 from .predict import load_model
@@ -188,13 +188,9 @@ def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
 
 def _log(model_uri: str, result: ExportResult, check_data: str) -> ExportResult:
     """A new run in the logged model's experiment, tagged fer.run_kind=export, holding the file."""
-    source_run = mlflow.get_run(mlflow.models.get_model_info(model_uri).run_id)
-    experiment = mlflow.get_experiment(source_run.info.experiment_id).name
-    tags = {"fer.run_kind": "export", "fer.exported_model": model_uri, "fer.export_format": result.fmt,
-            "fer.source_run": source_run.info.run_id}
-    with tracking.active_run(experiment=experiment, run_name=f"export-{result.fmt}", tags=tags) as run:
-        tracking.log_params({"model_uri": model_uri, "format": result.fmt, "check_data": check_data})
-        mlflow.log_metrics({"export_max_abs_diff": result.max_abs_diff, "export_label_agreement": result.agreement,
-                            "export_size_bytes": result.size_bytes, "export_check_images": result.n_checked})
-        mlflow.log_artifact(str(result.path), "export")
-    return replace(result, run_id=run.info.run_id)
+    run_id = exports.log_export(model_uri, result.fmt, str(result.path),
+                                params={"model_uri": model_uri, "format": result.fmt, "check_data": check_data},
+                                metrics={"export_max_abs_diff": result.max_abs_diff,
+                                         "export_label_agreement": result.agreement,
+                                         "export_size_bytes": result.size_bytes, "export_check_images": result.n_checked})
+    return replace(result, run_id=run_id)

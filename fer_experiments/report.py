@@ -8,14 +8,14 @@ columns are reported, never used to rank.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 
-from . import metrics, models, tracking  # noqa: F401 — metrics selects matplotlib's headless backend
+from . import metrics, models  # noqa: F401 — metrics selects matplotlib's headless backend
+from .tracking import reports
+from .tracking import tags as T
 from .data import CLASSES
 from .errors import UserError
 
@@ -30,22 +30,17 @@ CONFUSION_PANELS = 6  # at most this many confusion matrices side by side (the b
 
 def collect(experiment: str, *, include_trials: bool = False) -> pd.DataFrame:
     """One row per finished training run of `experiment`: key params, metrics, minutes, synthetic flag."""
-    exp = mlflow.get_experiment_by_name(experiment)
-    if exp is None:
-        names = ", ".join(e.name for e in mlflow.search_experiments()) or "none"
-        raise UserError(f"MLflow experiment '{experiment}' does not exist in {mlflow.get_tracking_uri()}: "
-                         f"choose one of {names} (or set MLFLOW_TRACKING_URI to the right store)")
-    runs = mlflow.search_runs([exp.experiment_id], filter_string="attributes.status = 'FINISHED'")
-    if runs.empty or "tags.fer.model" not in runs:
+    runs = reports.finished_runs(experiment)
+    if runs.empty or f"tags.{T.MODEL}" not in runs:
         return pd.DataFrame()
-    runs = runs[runs["tags.fer.model"].notna()]
-    if not include_trials and "tags.optuna.trial_state" in runs:
-        runs = runs[runs["tags.optuna.trial_state"].isna()]
+    runs = runs[runs[f"tags.{T.MODEL}"].notna()]
+    if not include_trials and f"tags.{T.TRIAL_STATE}" in runs:
+        runs = runs[runs[f"tags.{T.TRIAL_STATE}"].isna()]
     table = pd.DataFrame({
         "run_id": runs["run_id"], "run_name": runs.get("tags.mlflow.runName"),
-        "synthetic": runs["tags.fer.synthetic"].eq("true"),
+        "synthetic": runs[f"tags.{T.SYNTHETIC}"].eq("true"),
         **{p: runs.get(f"params.{p}") for p in PARAMS},
-        "init": runs.get("tags.fer.init"),
+        "init": runs.get(f"tags.{T.INIT}"),
         **{m: runs.get(f"metrics.{m}") for m in METRICS},
         "minutes": (runs["end_time"] - runs["start_time"]).dt.total_seconds() / 60,
         **{f"recall_{c}": runs.get(f"metrics.test_recall_{c}") for c in CLASSES},
@@ -97,10 +92,8 @@ def confusion_figure(table: pd.DataFrame, title: str):
     rows = table.head(CONFUSION_PANELS)
     fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 4.2), squeeze=False)
     for ax, (_, row) in zip(axes[0], rows.iterrows()):
-        try:
-            cm = np.asarray(json.loads(mlflow.artifacts.load_text(
-                f"runs:/{row['run_id']}/evaluation/test/confusion_matrix.json"))["matrix"], dtype=float)
-        except Exception:  # noqa: BLE001 — a run without a test split has no matrix
+        cm = reports.confusion_matrix(row["run_id"], "test")
+        if cm is None:  # a run without a test split
             ax.set_axis_off()
             continue
         ax.imshow(cm / np.maximum(cm.sum(axis=1, keepdims=True), 1), cmap="Blues", vmin=0, vmax=1)
@@ -134,9 +127,5 @@ def write(experiment: str, out: str | Path, *, include_trials: bool = False, log
     (out / "report.md").write_text(f"# Comparison of runs in MLflow experiment `{experiment}`\n\n" + "\n".join(sections))
     files.insert(0, out / "report.md")
     if log:
-        with tracking.active_run(experiment=experiment, run_name=f"report-{experiment}",
-                                 tags={"fer.run_kind": "report", "fer.report_runs": str(len(table))}) as run:
-            for f in files:
-                mlflow.log_artifact(str(f), "report")
-        files.append(Path(f"runs:/{run.info.run_id}/report"))
+        files.append(Path(f"runs:/{reports.log_report(experiment, files, len(table))}/report"))
     return files

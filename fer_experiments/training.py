@@ -17,6 +17,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from . import augment, models, tracking
 from .precision import dtype_policy
+from .tracking import tags as T
 from . import data as fer_data
 from .config import TrainConfig
 from .metrics import curves_figure, evaluate_split
@@ -134,8 +135,11 @@ def run_name(cfg: TrainConfig, ds: fer_data.Dataset) -> str:
 
 
 def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resume_run_id: str | None = None,
-          parent_run_id: str | None = None, extra_tags: dict | None = None, verbose: int = 2) -> TrainResult:
-    """Train `cfg` and record it in MLflow. `callbacks` are extra Keras callbacks (e.g. Optuna pruning)."""
+          parent_run_id: str | None = None, extra_tags: dict | None = None, verbose: int = 2,
+          tracker=None) -> TrainResult:
+    """Train `cfg` and record it through `tracker` (MLflow by default; `tracking.NullTracker()` records
+    nothing). `callbacks` are extra Keras callbacks (e.g. Optuna pruning)."""
+    tracker = tracker or tracking.MlflowTracker()
     cfg = cfg.resolved()
     keras.utils.set_random_seed(cfg.seed)
     ds = fer_data.load_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
@@ -145,17 +149,15 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
             raise fer_data.DataError(f"data '{cfg.data}' has no {needed} split: training needs train/ "
                                      f"(validation is carved from it); use `fer-exp evaluate` for a test-only folder")
     model, aug = build_model(cfg)  # before the run: a bad model or weights leaves no run behind
-    tags = {tracking.SYNTHETIC_TAG: str(ds.synthetic).lower(), "fer.model": cfg.model, "fer.dataset": ds.name,
-            "fer.init": initialisation(cfg),
-            **(extra_tags or {})}
-    with tracking.active_run(experiment=experiment or tracking.experiment_name_for(ds.synthetic),
-                             run_name=run_name(cfg, ds), tags=tags, resume_run_id=resume_run_id,
-                             parent_run_id=parent_run_id) as run:
-        run_id = run.info.run_id
-        tracking.log_config(dataclasses.asdict(cfg))
-        tracking.log_params({**dataclasses.asdict(cfg), **{f"aug_{k}": v for k, v in dataclasses.asdict(aug).items()},
+    tags = {T.SYNTHETIC: str(ds.synthetic).lower(), T.MODEL: cfg.model, T.DATASET: ds.name,
+            T.INIT: initialisation(cfg), **(extra_tags or {})}
+    with tracker.run(experiment=experiment or tracking.experiment_name_for(ds.synthetic),
+                     run_name=run_name(cfg, ds), tags=tags, resume_run_id=resume_run_id,
+                     parent_run_id=parent_run_id) as run_id:
+        tracker.log_config(dataclasses.asdict(cfg))
+        tracker.log_params({**dataclasses.asdict(cfg), **{f"aug_{k}": v for k, v in dataclasses.asdict(aug).items()},
                              **models.param_counts(model), "keras_backend": keras.backend.backend()})
-        tracking.log_dataset(ds)
+        tracker.log_dataset(ds)
         train_split, val_split = ds.splits["train"], ds.splits["val"]
         steps = -(-len(train_split.y) // cfg.batch_size)
         loss, targets = loss_and_targets(cfg)
@@ -171,7 +173,7 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
             *([keras.callbacks.ReduceLROnPlateau("val_accuracy", factor=cfg.lr_factor, patience=cfg.lr_patience,
                                                  mode="max", min_lr=1e-6)] if cfg.schedule == "plateau" else []),
             keras.callbacks.CSVLogger(str(history_csv), append=True),
-            tracking.EpochLogger(len(train_split.y)),
+            tracker.epoch_callback(len(train_split.y)),
             *callbacks,
         ]
         if cfg.mixup:
@@ -184,23 +186,23 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
                             class_weight=class_weights(cfg, train_split.y), callbacks=fit_callbacks,
                             verbose=verbose)
         model = float32_copy(cfg, model)
-        metrics = _log_results(cfg, ds, model, history_csv)
-        model_uri = tracking.log_model_files(model, val_split.x, file_stem=cfg.model, register=cfg.register)
-        tracking.set_tag("fer.model_uri", model_uri)
+        metrics = _log_results(cfg, ds, model, history_csv, tracker)
+        model_uri = tracker.log_model(model, val_split.x, file_stem=cfg.model, register=cfg.register)
+        tracker.set_tag(T.MODEL_URI, model_uri)
         shutil.rmtree(backup_dir(run_id), ignore_errors=True)
         return TrainResult(run_id, model_uri, metrics, model, len(history.epoch))
 
 
-def _log_results(cfg: TrainConfig, ds: fer_data.Dataset, model: keras.Model, history_csv: Path) -> dict:
+def _log_results(cfg: TrainConfig, ds: fer_data.Dataset, model: keras.Model, history_csv: Path, tracker) -> dict:
     metrics: dict = {}
     for split in ("val", "test"):
         if split in ds.splits:
             # Ten-crop is the matching evaluation of crop training; flip TTA is cheap for every model.
             ev = evaluate_split(model, split, ds.splits[split].x, ds.splits[split].y,
                                 tta=("flip", "tencrop") if cfg.crop else ("flip",))
-            metrics.update(tracking.log_evaluation(ev, f"{cfg.model} on {ds.name} — {split}"))
+            metrics.update(tracker.log_evaluation(ev, f"{cfg.model} on {ds.name} — {split}"))
     history = pd.read_csv(history_csv)
     summary = {"epochs_run": float(len(history)), "best_val_accuracy": float(history["val_accuracy"].max())}
-    tracking.log_history(history_csv, curves_figure(history, f"{cfg.model} on {ds.name}"))
-    tracking.log_summary(summary, all_metrics={**metrics, **summary})
+    tracker.log_history(history_csv, curves_figure(history, f"{cfg.model} on {ds.name}"))
+    tracker.log_summary(summary, all_metrics={**metrics, **summary})
     return {**metrics, **summary}

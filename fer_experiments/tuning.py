@@ -16,7 +16,9 @@ import keras
 import optuna
 from optuna.trial import TrialState
 
-from . import search_space, study_tracking, tracking, training
+from . import search_space, tracking, training
+from .tracking import studies as study_tracking
+from .tracking import tags as T
 from . import data as fer_data
 from .config import ConfigError, TrainConfig
 from .study_storage import mask_url, open_storage, requeue_dead_local_trials
@@ -128,9 +130,8 @@ def _open_study(s: TuneSettings, name: str, storage, synthetic: bool, floor: flo
         parent = _wait_for_parent(study)
         study_tracking.attach_worker(parent, name)
         return study, parent
-    tags = {"optuna.study_name": name, "optuna.sampler": s.sampler, "optuna.pruner": s.pruner,
-            "optuna.storage": mask_url(s.storage) or "journal file", tracking.SYNTHETIC_TAG: str(synthetic).lower(),
-            "fer.run_kind": "study"}
+    tags = {T.STUDY_NAME: name, T.SAMPLER: s.sampler, T.PRUNER: s.pruner,
+            T.STORAGE: mask_url(s.storage) or "journal file", T.SYNTHETIC: str(synthetic).lower(), T.RUN_KIND: "study"}
     params = {"model": s.base.model, "data": s.base.data, "n_trials": s.n_trials, "epochs_per_trial": s.base.epochs,
               "sampler": s.sampler, "pruner": s.pruner, "seed": s.base.seed, "study": name}
     experiment = s.experiment or tracking.experiment_name_for(synthetic)
@@ -157,7 +158,7 @@ def _objective(s: TuneSettings, space: dict, parent: str, study):
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         cfg = dataclasses.replace(s.base, **search_space.sample(trial, space)).validate()
         pruning = KerasPruning(trial)
-        tags = {"optuna.study_name": study.study_name, "optuna.trial_number": str(trial.number)}
+        tags = {T.STUDY_NAME: study.study_name, T.TRIAL_NUMBER: str(trial.number)}
         try:
             result = training.train(cfg, callbacks=[pruning], parent_run_id=parent, extra_tags=tags, verbose=0)
         except optuna.TrialPruned:

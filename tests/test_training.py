@@ -104,3 +104,16 @@ def test_killed_run_resumes_in_the_same_mlflow_run(store, tmp_path):
     assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0, 1, 2]
     assert again.data.metrics["epochs_run"] == 3
+
+
+def test_null_tracker_trains_the_same_and_records_nothing(store, small_cfg):
+    from fer_experiments import tracking
+
+    cfg = dataclasses.replace(small_cfg, epochs=1)
+    tracked = train(cfg, verbose=0)
+    untracked = train(cfg, verbose=0, tracker=tracking.NullTracker())
+    assert [r.info.run_id for r in all_runs()] == [tracked.run_id]  # nothing new in the store
+    assert untracked.model_uri == "" and untracked.epochs_run == 1
+    # Same seed, same trainer: the figures agree with the tracked run's (only the record differs).
+    for key in ("validation_accuracy", "test_accuracy", "best_val_accuracy"):
+        assert untracked.metrics[key] == pytest.approx(tracked.metrics[key], abs=1e-6), key

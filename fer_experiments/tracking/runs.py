@@ -21,11 +21,10 @@ import numpy as np
 from mlflow.models import infer_signature
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from . import data as fer_data
-from .errors import UserError
-from .metrics import SplitEvaluation
+from .. import data as fer_data
+from ..errors import UserError
+from ..metrics import SplitEvaluation
 
-SYNTHETIC_TAG = "fer.synthetic"
 
 
 def experiment_name_for(dataset_is_synthetic: bool) -> str:

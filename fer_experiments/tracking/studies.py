@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt
 import mlflow
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from . import tags as T
+
 
 def create_parent(experiment: str, study_name: str, tags: dict, params: dict) -> str:
     """The study's parent: the run `mlflow run` created (MLFLOW_RUN_ID), else a new one."""
@@ -40,7 +42,7 @@ def attach_worker(parent_run_id: str, study_name: str) -> None:
     if run_id and run_id != parent_run_id:
         client = mlflow.MlflowClient()
         client.set_tag(run_id, MLFLOW_PARENT_RUN_ID, parent_run_id)
-        client.set_tag(run_id, "fer.run_kind", "worker")
+        client.set_tag(run_id, T.RUN_KIND, "worker")
         client.set_tag(run_id, "mlflow.runName", f"worker-{study_name}")
 
 
@@ -49,7 +51,7 @@ def mark_trial_run(run_id: str | None, state: str) -> None:
     if not run_id:
         return
     client = mlflow.MlflowClient()
-    client.set_tag(run_id, "optuna.trial_state", state)
+    client.set_tag(run_id, T.TRIAL_STATE, state)
     status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
     if client.get_run(run_id).info.status != status:
         client.set_terminated(run_id, status)

@@ -1,0 +1,23 @@
+"""Every tag this project writes on MLflow runs, named once (MLflow's own live in mlflow.utils.mlflow_tags)."""
+from __future__ import annotations
+
+SYNTHETIC = "fer.synthetic"            # "true" | "false": synthetic runs never mix with real ones
+MODEL = "fer.model"                    # registered model name
+DATASET = "fer.dataset"                # dataset name (folder / CSV / synthetic)
+INIT = "fer.init"                      # "from scratch" | "imagenet" | "weights file"
+PRESET = "fer.preset"                  # experiments/<preset>.yaml the run started from
+BENCHMARK = "fer.benchmark"            # benchmark part or recipe that made the run
+RUN_KIND = "fer.run_kind"              # study | worker | evaluation | export | report
+MODEL_URI = "fer.model_uri"            # models:/… logged by a training run
+SOURCE_RUN = "fer.source_run"          # the training run an evaluation or export came from
+EVALUATED_MODEL = "fer.evaluated_model"
+EXPORT_FORMAT = "fer.export_format"
+EXPORTED_MODEL = "fer.exported_model"
+REPORT_RUNS = "fer.report_runs"        # how many runs a report compared
+
+STUDY_NAME = "optuna.study_name"
+SAMPLER = "optuna.sampler"
+PRUNER = "optuna.pruner"
+STORAGE = "optuna.storage"             # masked: never a password
+TRIAL_NUMBER = "optuna.trial_number"
+TRIAL_STATE = "optuna.trial_state"

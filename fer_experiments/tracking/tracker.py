@@ -1,0 +1,85 @@
+"""The one small object the trainer records through (big_vision's metric writer).
+
+`MlflowTracker` is the default: a run in MLflow with everything `runs` logs. `NullTracker` records
+nothing and keeps no run, so "tracking off" is one word — the overhead benchmark times the real
+trainer both ways. A file-only tracker for machines without MLflow fits the same seam.
+"""
+from __future__ import annotations
+
+import contextlib
+import uuid
+from pathlib import Path
+
+import keras
+
+from . import runs
+
+
+class MlflowTracker:
+    """Records a training run in the MLflow tracking store (MLFLOW_TRACKING_URI or MLflow's default)."""
+
+    enabled = True
+
+    @contextlib.contextmanager
+    def run(self, *, experiment: str, run_name: str, tags: dict, resume_run_id: str | None = None,
+            parent_run_id: str | None = None):
+        with runs.active_run(experiment=experiment, run_name=run_name, tags=tags, resume_run_id=resume_run_id,
+                             parent_run_id=parent_run_id) as run:
+            yield run.info.run_id
+
+    def log_config(self, config: dict) -> None:
+        runs.log_config(config)
+
+    def log_params(self, params: dict) -> None:
+        runs.log_params(params)
+
+    def log_dataset(self, ds) -> None:
+        runs.log_dataset(ds)
+
+    def epoch_callback(self, n_train: int) -> keras.callbacks.Callback:
+        return runs.EpochLogger(n_train)
+
+    def log_evaluation(self, ev, title: str) -> dict[str, float]:
+        return runs.log_evaluation(ev, title)
+
+    def log_history(self, history_csv: Path, curves_fig) -> None:
+        runs.log_history(history_csv, curves_fig)
+
+    def log_summary(self, summary: dict, all_metrics: dict) -> None:
+        runs.log_summary(summary, all_metrics)
+
+    def log_model(self, model: keras.Model, x_example, *, file_stem: str, register: str = "") -> str:
+        return runs.log_model_files(model, x_example, file_stem=file_stem, register=register)
+
+    def set_tag(self, key: str, value: str) -> None:
+        runs.set_tag(key, value)
+
+
+class NullTracker:
+    """Records nothing: same calls, no run, no files (the figures are still computed and returned)."""
+
+    enabled = False
+
+    @contextlib.contextmanager
+    def run(self, **_):
+        yield f"untracked-{uuid.uuid4().hex}"  # names the resume checkpoint folder only
+
+    def epoch_callback(self, n_train: int) -> keras.callbacks.Callback:
+        return keras.callbacks.Callback()
+
+    def log_evaluation(self, ev, title: str) -> dict[str, float]:
+        return ev.metrics()
+
+    def log_model(self, *args, **kwargs) -> str:
+        return ""
+
+    def log_history(self, history_csv: Path, curves_fig) -> None:
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+
+        plt.close(curves_fig)
+
+    def log_config(self, *args, **kwargs) -> None: ...
+    def log_params(self, *args, **kwargs) -> None: ...
+    def log_dataset(self, *args, **kwargs) -> None: ...
+    def log_summary(self, *args, **kwargs) -> None: ...
+    def set_tag(self, *args, **kwargs) -> None: ...
