@@ -17,6 +17,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from . import augment, models, tracking
 from .precision import dtype_policy
+from .resume import ResumableEarlyStopping, ResumablePlateau
 from .tracking import tags as T
 from . import data as fer_data
 from .config import TrainConfig
@@ -164,14 +165,17 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
         model.compile(optimizer=make_optimizer(cfg, steps), loss=loss, metrics=["accuracy"])
         history_csv = backup_dir(run_id) / "history.csv"
         history_csv.parent.mkdir(parents=True, exist_ok=True)
+        state = backup_dir(run_id) / "state"
         fit_callbacks = [
-            # Backup first, so a run killed after an epoch's metrics were logged resumes after it.
+            # Selection on validation only: the best epoch's weights are restored at the end. Their
+            # state (best weights included) is saved each epoch BEFORE the backup below, so a kill
+            # between the two can only repeat an epoch, never lose its improvement.
+            ResumableEarlyStopping(state, monitor="val_accuracy", patience=cfg.patience or cfg.epochs,
+                                   restore_best_weights=True, mode="max"),
+            *([ResumablePlateau(state, monitor="val_accuracy", factor=cfg.lr_factor, patience=cfg.lr_patience,
+                                mode="max", min_lr=1e-6)] if cfg.schedule == "plateau" else []),
+            # Weights, optimizer and epoch: a run killed after an epoch's metrics were logged resumes after it.
             keras.callbacks.BackupAndRestore(str(backup_dir(run_id) / "checkpoint"), double_checkpoint=True),
-            # Selection on validation only: the best epoch's weights are restored at the end.
-            keras.callbacks.EarlyStopping("val_accuracy", patience=cfg.patience or cfg.epochs,
-                                          restore_best_weights=True, mode="max"),
-            *([keras.callbacks.ReduceLROnPlateau("val_accuracy", factor=cfg.lr_factor, patience=cfg.lr_patience,
-                                                 mode="max", min_lr=1e-6)] if cfg.schedule == "plateau" else []),
             keras.callbacks.CSVLogger(str(history_csv), append=True),
             tracker.epoch_callback(len(train_split.y)),
             *callbacks,

@@ -117,3 +117,63 @@ def test_null_tracker_trains_the_same_and_records_nothing(store, small_cfg):
     # Same seed, same trainer: the figures agree with the tracked run's (only the record differs).
     for key in ("validation_accuracy", "test_accuracy", "best_val_accuracy"):
         assert untracked.metrics[key] == pytest.approx(tracked.metrics[key], abs=1e-6), key
+
+
+KILL_AFTER_SECOND_EPOCH = textwrap.dedent("""
+    import os, signal, sys, keras
+    from fer_experiments.config import build_config
+    from fer_experiments.training import train
+
+    class Die(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                os.kill(os.getpid(), signal.SIGKILL)  # after epochs 0 and 1 were saved and logged
+
+    cfg = build_config(None, data=sys.argv[1], epochs=5, batch_size=32, model="custom_aug", precision="float32",
+                       patience=4, lr_patience=1)
+    train(cfg, callbacks=[Die()], verbose=0)
+""")
+
+
+def sabotage():
+    """After the resume, every batch leaves a model that always answers "disgust" (the rarest class):
+    the run's best epoch must stay one from before the kill."""
+    import keras
+
+    class Sabotage(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            for v in self.model.weights:
+                v.assign(keras.ops.zeros(v.shape, v.dtype))
+            self.model.get_layer("custom_aug").get_layer("probabilities").bias.assign(
+                keras.ops.one_hot(1, 7) * 10.0)
+    return Sabotage()
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_best_weights_and_early_stopping_state_from_before_the_kill(store, tmp_path):
+    from fer_experiments import tracking
+    from fer_experiments.config import TrainConfig
+
+    script = tmp_path / "die.py"
+    script.write_text(KILL_AFTER_SECOND_EPOCH)
+    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, str(script), SMALL_DATA], env=env, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    (run,) = all_runs()
+    client = mlflow.MlflowClient()
+    before_kill = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val_accuracy"), key=lambda m: m.step)]
+    assert len(before_kill) == 2
+    cfg = TrainConfig(**tracking.run_config(run.info.run_id)).validate()
+    result = train(cfg, resume_run_id=run.info.run_id, callbacks=[sabotage()], verbose=0)
+    history = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val_accuracy"), key=lambda m: m.step)]
+    assert history[:2] == before_kill and len(history) >= 3
+    best_epoch = int(np.argmax(history))
+    assert best_epoch < 2 and max(history[2:]) < max(before_kill)  # the best epoch is one before the kill
+    logged = client.get_run(run.info.run_id).data.metrics
+    assert logged["best_val_accuracy"] == pytest.approx(max(before_kill))
+    # The logged model is that epoch's: recomputed from the model a user loads, not from the logs.
+    val = fer_data.load_dataset(cfg.data, seed=cfg.seed).splits["val"]
+    model = mlflow.keras.load_model(result.model_uri)
+    recomputed = float(np.mean(model.predict(val.x.astype("float32"), verbose=0).argmax(1) == val.y))
+    assert recomputed == pytest.approx(logged["best_val_accuracy"], abs=1e-9)
+    assert logged["validation_accuracy"] == pytest.approx(recomputed, abs=1e-9)

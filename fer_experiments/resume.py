@@ -1,0 +1,99 @@
+"""Early stopping and learning-rate plateaus whose state survives a killed run.
+
+`keras.callbacks.BackupAndRestore` brings back the weights and the epoch, but EarlyStopping and
+ReduceLROnPlateau start afresh in `on_train_begin`: after a resume the "best" weights restored at the
+end would be the best *since the kill*, and the wait counters and the reduced learning rate would be
+lost. These subclasses write their state (and the best weights) to a folder after every epoch and
+read it back when training begins again. Pure Keras + NumPy: no tracking here.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+
+
+class _Persistent:
+    """Keeps `KEYS` of the callback in `<state_dir>/<name>.json`, written atomically."""
+
+    KEYS: tuple[str, ...] = ()
+
+    def _state_file(self) -> Path:
+        return Path(self.state_dir) / f"{type(self).__name__}.json"
+
+    def _save_state(self, **extra) -> None:
+        state = {k: _plain(getattr(self, k)) for k in self.KEYS} | extra
+        _atomic_write(self._state_file(), lambda path: path.write_text(json.dumps(state)))
+
+    def _load_state(self) -> dict | None:
+        path = self._state_file()
+        if not path.is_file():
+            return None
+        state = json.loads(path.read_text())
+        for key in self.KEYS:
+            setattr(self, key, state[key])
+        return state
+
+
+class ResumableEarlyStopping(_Persistent, keras.callbacks.EarlyStopping):
+    """EarlyStopping whose best value, best epoch, wait counter and best weights survive a kill."""
+
+    KEYS = ("best", "best_epoch", "wait")
+
+    def __init__(self, state_dir: str | Path, **kwargs):
+        super().__init__(**kwargs)
+        self.state_dir = Path(state_dir)
+
+    @property
+    def _weights_file(self) -> Path:
+        return self.state_dir / "best_weights.npz"
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if self._load_state() and self.restore_best_weights and self._weights_file.is_file():
+            with np.load(self._weights_file) as saved:
+                self.best_weights = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.restore_best_weights and self.best_epoch == epoch and self.best_weights is not None:
+            _atomic_write(self._weights_file, lambda path: np.savez(path, *self.best_weights), suffix=".npz")
+        self._save_state()
+
+
+class ResumablePlateau(_Persistent, keras.callbacks.ReduceLROnPlateau):
+    """ReduceLROnPlateau whose best value, counters and current learning rate survive a kill."""
+
+    KEYS = ("best", "wait", "cooldown_counter")
+
+    def __init__(self, state_dir: str | Path, **kwargs):
+        super().__init__(**kwargs)
+        self.state_dir = Path(state_dir)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        state = self._load_state()
+        if state:
+            self.model.optimizer.learning_rate = state["learning_rate"]
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self._save_state(learning_rate=lr)
+
+
+def _plain(value):
+    """JSON-safe: NumPy scalars and ±inf (EarlyStopping's initial best) as Python floats."""
+    value = value.item() if hasattr(value, "item") else value
+    return float(value) if isinstance(value, float) else value
+
+
+def _atomic_write(path: Path, write, suffix: str = ".tmp") -> None:
+    """Write through a temporary file and rename, so a kill mid-write leaves the old state intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial" + suffix)
+    write(tmp)
+    os.replace(tmp, path)
