@@ -13,7 +13,6 @@ import sys
 import click
 
 from . import config as cfgmod
-from . import models
 
 def user_errors(fn):
     """The error contract (`errors.UserError`): the project's own user errors and MLflow's "does not
@@ -45,6 +44,25 @@ def _is_user_error(exc: Exception) -> bool:
 MLFLOW_USER_ERRORS = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
 
 
+class LazyHelpOption(click.Option):
+    """An option whose help text is computed when help is shown: listing the registered models imports
+    Keras (seconds), which `fer-exp --help` and every command that needs no model should not pay."""
+
+    def __init__(self, *args, help=None, **kwargs):  # noqa: A002 — click's keyword
+        super().__init__(*args, **kwargs)
+        self._help = help
+
+    def get_help_record(self, ctx):
+        self.help = self._help() if callable(self._help) else self._help
+        return super().get_help_record(ctx)
+
+
+def _model_names() -> list[str]:
+    from . import models  # noqa: PLC0415 — imports Keras
+
+    return models.list_models()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main():
     """Facial-emotion recognition experiments on FER-2013, tracked in MLflow."""
@@ -53,7 +71,7 @@ def main():
 def _config_options(fn):
     """One click option per TrainConfig field; None = not given, so presets can fill it."""
     helps = {
-        "model": f"registered architecture: {', '.join(models.list_models())}",
+        "model": lambda: f"registered architecture: {', '.join(_model_names())}",
         "data": "FER-2013 folder (train/, test/), fer2013.csv(.gz), 'synthetic' or 'synthetic:N' [synthetic]",
         "aug_strength": "0..1, one knob for all augmentations; 0.5 = the notebook's ImageDataGenerator [model default]",
         "unfreeze": "top backbone blocks to fine-tune (transfer models); 0 = frozen feature extractor",
@@ -64,8 +82,9 @@ def _config_options(fn):
     for f in reversed(list(dataclasses.fields(cfgmod.TrainConfig))):
         default = getattr(defaults, f.name)
         text = helps.get(f.name, f.name.replace("_", " "))
+        suffix = f" [default: {default if default is not None else 'model default'}]"
         opt = click.option(f"--{f.name}", f.name, default=None, metavar=f.type.split(" ")[0].upper(),
-                           help=f"{text} [default: {default if default is not None else 'model default'}]")
+                           cls=LazyHelpOption, help=(lambda t=text, x=suffix: (t() if callable(t) else t) + x))
         fn = opt(fn)
     return fn
 

@@ -108,10 +108,6 @@ class TrainConfig:
             out.unfreeze = len(spec.blocks)
         return out
 
-    @property
-    def synthetic(self) -> bool:
-        return self.data.split(":")[0] == "synthetic"
-
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
 # Chosen per run, never by a recipe (and declared in MLproject, whose logged values must stay true).

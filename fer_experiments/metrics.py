@@ -79,7 +79,7 @@ class SplitEvaluation:
         return fig
 
 
-TENCROP_SHIFT = 4  # px: the 40-px windows of a 48-px face lie within ±4 px of the centre one
+TENCROP_SHIFT = 4  # px, for models without a centre crop: the 40-px windows of a 48-px face lie within ±4 px
 TENCROP_OFFSETS = ((0, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))  # centre, then the four corners
 
 
@@ -90,7 +90,7 @@ def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
 def shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """The batch moved by (dy, dx) px with edge padding: the window a centre-crop model sees moves by
     (−dy, −dx), so a shift by ±4 px puts a corner 40-px crop of the 48-px face in the centre."""
-    s = TENCROP_SHIFT
+    s = max(abs(dy), abs(dx))
     padded = np.pad(x, ((0, 0), (s, s), (s, s), (0, 0)), mode="edge")
     h, w = x.shape[1:3]
     return padded[:, s - dy:s - dy + h, s - dx:s - dx + w]
@@ -101,11 +101,24 @@ def _view_probs(models, x: np.ndarray, tta: str) -> list[np.ndarray]:
     original, the tencrop shifts (if any), then their mirrors — so view 0 is the plain prediction
     and views [0, len/2] are the flip pair."""
     models = models if isinstance(models, (list, tuple)) else [models]
+    return list(np.mean([[predict(m, v) for v in _views(x, tta, tencrop_shift(m))] for m in models], axis=0))
+
+
+def _views(x: np.ndarray, tta: str, margin: int) -> list[np.ndarray]:
     offsets = TENCROP_OFFSETS if tta == "tencrop" else ((0, 0),)
-    views = [shift(x, dy * TENCROP_SHIFT, dx * TENCROP_SHIFT) if dy or dx else x for dy, dx in offsets]
+    views = [shift(x, dy * margin, dx * margin) if dy or dx else x for dy, dx in offsets]
     if tta in ("flip", "tencrop"):
         views += [v[:, :, ::-1, :] for v in views]
-    return [np.mean([predict(m, v) for m in models], axis=0) for v in views]
+    return views
+
+
+def tencrop_shift(model) -> int:
+    """How far the corner windows lie from the centre one: (face − crop) / 2 for a model trained with
+    `crop` (its in-model centre crop says how big), else TENCROP_SHIFT."""
+    for layer in getattr(model, "layers", ()):
+        if layer.name == "centre_crop" and hasattr(layer, "height"):
+            return (model.input_shape[1] - layer.height) // 2
+    return TENCROP_SHIFT
 
 
 def _select(per_view: list[np.ndarray], tta: str) -> np.ndarray:
@@ -119,9 +132,9 @@ def _select(per_view: list[np.ndarray], tta: str) -> np.ndarray:
 def predict_views(models, x: np.ndarray, tta: str = "none") -> np.ndarray:
     """Mean probabilities over models (an ensemble) and test-time views.
 
-    tta: ``none``; ``flip`` (original + mirror); ``tencrop`` (the five 40-px crops — centre and
-    corners — and their mirrors: exact for models trained with ``crop=40``, which predict on the
-    centre window; for other models the same ±4 px shifts of the whole face)."""
+    tta: ``none``; ``flip`` (original + mirror); ``tencrop`` (the five crop×crop windows — centre and
+    corners — and their mirrors: exact for models trained with any ``crop``, which predict on the
+    centre window; for other models ±TENCROP_SHIFT px shifts of the whole face)."""
     return _select(_view_probs(models, x, tta), tta)
 
 

@@ -16,12 +16,18 @@ from .config import EXPERIMENTS_DIR, FIELD_TYPES, ConfigError
 
 SPACES_DIR = EXPERIMENTS_DIR / "search_spaces"
 FAMILY_FILES = {"custom": "custom.yaml", "resnet50": "resnet50.yaml", "vgg16": "vgg16.yaml"}
+MODEL_FILES = {"fer_compact": "fer_compact.yaml", "fer_vgg": "fer_compact.yaml"}  # the strong recipes' space
+
+
+def default_file(model: str) -> Path:
+    """The strong recipes' own space for fer_compact/fer_vgg, else the model family's."""
+    return SPACES_DIR / MODEL_FILES.get(model, FAMILY_FILES.get(models.get_spec(model).family, "custom.yaml"))
 
 
 def load(model: str, path: str | None = None) -> dict[str, dict]:
     """The space for `model` (its family's default file, or `path`), checked before any trial."""
     spec = models.get_spec(model)
-    file = Path(path) if path else SPACES_DIR / FAMILY_FILES.get(spec.family, "custom.yaml")
+    file = Path(path) if path else default_file(model)
     if not file.is_file():
         raise ConfigError(f"search space file {file} does not exist: pass a YAML file like "
                           f"{SPACES_DIR / 'custom.yaml'}")

@@ -147,3 +147,13 @@ def test_mlflow_does_not_exist_is_a_user_error(store):
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "not found" in lines[0], result.output
+
+
+def test_top_level_help_does_not_import_keras():
+    # `fer-exp --help` must not pay for TensorFlow/Keras (it took 14 s when cli imported the registry).
+    code = ("import sys; from click.testing import CliRunner; from fer_experiments.cli import main; "
+            "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0 and 'train' in r.output; "
+            "print(sorted(m for m in ('keras', 'tensorflow', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

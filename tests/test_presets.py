@@ -19,3 +19,10 @@ def test_every_search_space_loads(path):
     # The family's model (a file named after a model) or the seed CNN for the family-less ones.
     model = path.stem if path.stem in models.MODELS else "custom_aug"
     assert search_space.load(model, str(path))
+
+
+def test_models_with_their_own_search_space_use_it():
+    assert search_space.default_file("fer_compact").name == "fer_compact.yaml"
+    assert search_space.default_file("fer_vgg").name == "fer_compact.yaml"
+    assert search_space.default_file("custom_aug").name == "custom.yaml"
+    assert search_space.default_file("resnet50").name == "resnet50.yaml"

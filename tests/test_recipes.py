@@ -118,3 +118,21 @@ def test_strong_recipe_trains_and_logs_tencrop(store, small_cfg, tmp_path):
     assert len(ev) == 1 and ev[0].data.params["n_models"] == "2"
     assert ev[0].data.metrics["test_accuracy"] == pytest.approx(m["test_accuracy"], abs=1e-9)
     assert ev[0].data.metrics["test_tta_tencrop_accuracy"] == pytest.approx(m["test_tta_tencrop_accuracy"], abs=1e-9)
+
+
+@pytest.mark.parametrize("crop", [32, 40, 44])
+def test_tencrop_views_are_the_corner_windows_of_any_crop(crop):
+    # A model trained with `crop` predicts on its centre crop×crop window; ten-crop must show it the
+    # four corner windows too, whatever the crop (not only the ±4 px of crop = 40).
+    from fer_experiments import metrics
+
+    inputs = keras.Input((48, 48, 1))
+    window = keras.layers.CenterCrop(crop, crop, name="centre_crop")(inputs)
+    model = keras.Model(inputs, keras.layers.Flatten()(window))
+    assert metrics.tencrop_shift(model) == (48 - crop) // 2
+    x = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 1)).astype("float32")
+    seen = metrics._views(x, "tencrop", metrics.tencrop_shift(model))
+    corners = [x[:, :crop, :crop], x[:, :crop, -crop:], x[:, -crop:, :crop], x[:, -crop:, -crop:]]
+    got = [np.asarray(model.predict(v, verbose=0)).reshape(2, crop, crop, 1) for v in seen[1:5]]
+    for corner in corners:
+        assert any(np.array_equal(corner, g) for g in got)
