@@ -15,6 +15,7 @@ import numpy as np
 from fer_experiments import data as fer_data
 from fer_experiments import training
 from fer_experiments.config import build_config
+from fer_experiments.tracking import tags
 from fer_experiments.metrics import evaluate_split
 
 HUMAN_LEVEL = 0.65
@@ -50,7 +51,7 @@ def run_recipe(text: str, data: str, *, seed: int = 42) -> dict:
     test = fer_data.load_dataset(data, val_fraction=cfg.val_fraction, seed=seed).splits["test"]
     start = time.perf_counter()
     clock = TestClock(test.x, test.y, start, "tencrop" if cfg.crop else "flip")
-    result = training.train(cfg, callbacks=[clock], extra_tags={"fer.benchmark": text})
+    result = training.train(cfg, callbacks=[clock], extra_tags={tags.BENCHMARK: text}, preset=preset)
     minutes = (time.perf_counter() - start - clock.excluded) / 60
     m = result.metrics
     reached = {key: next((p["minutes"] for p in clock.trace if p[key] >= HUMAN_LEVEL), None)

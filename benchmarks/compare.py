@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fer_experiments import report, training
 from fer_experiments.config import build_config
+from fer_experiments.tracking import tags
 
 from .accuracy import parse_recipe
 
@@ -31,8 +32,7 @@ def run(data: str, out: Path, *, recipes=CPU_RECIPES, seed: int = 42) -> dict:
     for text in recipes:
         preset, overrides = parse_recipe(text)
         cfg = build_config(preset, data=data, seed=seed, **overrides)
-        result = training.train(cfg, experiment=EXPERIMENT, extra_tags={"fer.benchmark": "compare",
-                                                                         "fer.preset": preset})
+        result = training.train(cfg, experiment=EXPERIMENT, extra_tags={tags.BENCHMARK: "compare"}, preset=preset)
         rows.append({"recipe": text, "run_id": result.run_id, "model_uri": result.model_uri,
                      "epochs": result.epochs_run, "init": training.initialisation(cfg.resolved()),
                      **{k: result.metrics.get(k) for k in ("validation_accuracy", "test_accuracy", "test_macro_f1",

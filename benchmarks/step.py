@@ -25,6 +25,7 @@ from fer_experiments import data as fer_data
 from fer_experiments import models, training
 from fer_experiments.config import build_config
 from fer_experiments.precision import dtype_policy
+from fer_experiments.tracking import tags
 
 from .pipeline import notebook_generator
 
@@ -113,7 +114,7 @@ def _full_trainer(cfg):
 
     def run() -> float:
         timer = TrainBatchTimer(steps)
-        training.train(cfg, callbacks=[timer], experiment=EXPERIMENT, extra_tags={"fer.benchmark": "step"}, verbose=0)
+        training.train(cfg, callbacks=[timer], experiment=EXPERIMENT, extra_tags={tags.BENCHMARK: "step"}, verbose=0)
         return timer.times[-1]  # the second epoch: graphs already traced
 
     return run

@@ -103,9 +103,11 @@ def train(preset, mlflow_experiment, resume_run_id, **options):
 
     if resume_run_id:
         cfg = cfgmod.TrainConfig(**tracking.run_config(resume_run_id)).validate()
+        preset = tracking.run_tags(resume_run_id).get(tracking.tags.PRESET)
     else:
         cfg = cfgmod.build_config(preset, **options)
-    result = training.train(cfg, experiment=mlflow_experiment, resume_run_id=resume_run_id)
+    result = training.train(cfg, experiment=mlflow_experiment, resume_run_id=resume_run_id,
+                            preset="" if preset in (None, "none") else preset)
     shown = {k: v for k, v in result.metrics.items() if k.endswith(("accuracy", "macro_f1"))}
     click.echo(f"run {result.run_id} finished: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
     click.echo(f"model: {result.model_uri}")
@@ -150,7 +152,7 @@ def export(model_uri, fmt, out, check_data, log):
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("--model", "model_uri", required=True, help="models:/<model id>, runs:/<run id>/model or a .keras file")
+@click.option("--model", "model_uri", required=True, help="models:/<model id>, runs:/<run id>/<model name> or a .keras file")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="output file [stdout]")
 @click.option("--annotate", "annotate_dir", default=None, type=click.Path(file_okay=False),

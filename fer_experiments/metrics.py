@@ -39,7 +39,9 @@ class SplitEvaluation:
         return self.probs.argmax(axis=1)
 
     def metrics(self) -> dict[str, float]:
-        """Flat metric dict, keys prefixed by split: ``test_accuracy``, ``validation_f1_happy`` …"""
+        """Flat metric dict, keys prefixed by split: ``test_accuracy``, ``validation_macro_f1`` … and the
+        per-class figures grouped apart (MLflow charts group keys by the part before "/"):
+        ``test_per_class/recall_happy``."""
         p, r, f, _ = precision_recall_fscore_support(self.y_true, self.y_pred, labels=LABELS, zero_division=0)
         pre = self.prefix
         out = {
@@ -48,9 +50,9 @@ class SplitEvaluation:
                                                      average="macro", zero_division=0)),
         }
         for i, name in enumerate(CLASSES):
-            out[f"{pre}_precision_{name}"] = float(p[i])
-            out[f"{pre}_recall_{name}"] = float(r[i])
-            out[f"{pre}_f1_{name}"] = float(f[i])
+            out[f"{pre}_per_class/precision_{name}"] = float(p[i])
+            out[f"{pre}_per_class/recall_{name}"] = float(r[i])
+            out[f"{pre}_per_class/f1_{name}"] = float(f[i])
         out.update({f"{pre}_{k}": float(v) for k, v in self.extra.items()})
         return out
 

@@ -60,7 +60,7 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
 def load_model(uri: str):
     """A logged model (models:/…, runs:/…) or a .keras file that maps 48×48 gray faces to CLASSES."""
     if ":/" not in uri and not Path(uri).exists():
-        raise PredictError(f"model '{uri}' not found: pass models:/<model id>, runs:/<run id>/model "
+        raise PredictError(f"model '{uri}' not found: pass models:/<model id>, runs:/<run id>/<model name> "
                            "or a .keras file")
     model = tracking.load_model(uri)
     if tuple(model.input_shape[1:]) != INPUT_SHAPE or model.output_shape[-1] != len(CLASSES):

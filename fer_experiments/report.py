@@ -43,12 +43,18 @@ def collect(experiment: str, *, include_trials: bool = False) -> pd.DataFrame:
         "init": runs.get(f"tags.{T.INIT}"),
         **{m: runs.get(f"metrics.{m}") for m in METRICS},
         "minutes": (runs["end_time"] - runs["start_time"]).dt.total_seconds() / 60,
-        **{f"recall_{c}": runs.get(f"metrics.test_recall_{c}") for c in CLASSES},
+        **{f"recall_{c}": _either(runs, f"metrics.test_per_class/recall_{c}", f"metrics.test_recall_{c}") for c in CLASSES},
     })
     # A backbone trained from scratch is not the seed's transfer model: say so wherever the model is named.
     scratch = table["init"].eq("from scratch") & table["model"].map(lambda m: m in models.MODELS and bool(models.get_spec(m).blocks))
     table.loc[scratch, "model"] = table.loc[scratch, "model"] + " (from scratch)"
     return table.sort_values("validation_accuracy", ascending=False, na_position="last").reset_index(drop=True)
+
+
+def _either(runs: pd.DataFrame, key: str, older: str) -> pd.Series | None:
+    """A metric under its current name, falling back to the name runs before the rename used."""
+    new, old = runs.get(key), runs.get(older)
+    return old if new is None else new if old is None else new.combine_first(old)
 
 
 def markdown(table: pd.DataFrame, title: str) -> str:

@@ -130,14 +130,26 @@ def initialisation(cfg: TrainConfig) -> str:
     return "imagenet" if cfg.weights == "imagenet" else "weights file"
 
 
-def run_name(cfg: TrainConfig, ds: fer_data.Dataset) -> str:
+def run_name(cfg: TrainConfig, ds: fer_data.Dataset, preset: str = "", trial: str = "") -> str:
+    """What the run is, at a glance in the runs list: [trial-<n>-]<preset or model>[-from-scratch]-<data>."""
     scratch = "-from-scratch" if models.get_spec(cfg.model).blocks and cfg.weights == "none" else ""
-    return f"{cfg.model}{scratch}-{'synthetic' if ds.synthetic else ds.name}"
+    return f"{f'trial-{trial}-' if trial else ''}{preset or cfg.model}{scratch}-{'synthetic' if ds.synthetic else ds.name}"
+
+
+def describe(cfg: TrainConfig, ds: fer_data.Dataset, preset: str = "") -> str:
+    """The run's description (MLflow's note): what was trained on what, in one paragraph."""
+    data = f"SYNTHETIC faces ({ds.name}, not FER-2013)" if ds.synthetic else f"{ds.name}"
+    recipe = f"preset `{preset}`: " if preset else ""
+    extras = ", ".join(x for x in (f"{cfg.crop}-px crops" if cfg.crop else "", f"mixup {cfg.mixup}" if cfg.mixup else "",
+                                   f"label smoothing {cfg.label_smoothing}" if cfg.label_smoothing else "") if x)
+    return (f"{recipe}`{cfg.model}` ({initialisation(cfg)}) on {data}: up to {cfg.epochs} epochs, {cfg.optimizer} "
+            f"lr {cfg.learning_rate} ({cfg.schedule}), augmentation strength {cfg.aug_strength}"
+            f"{', ' + extras if extras else ''}, {cfg.precision}. Selected on validation; test is reported only.")
 
 
 def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resume_run_id: str | None = None,
           parent_run_id: str | None = None, extra_tags: dict | None = None, verbose: int = 2,
-          tracker=None) -> TrainResult:
+          tracker=None, preset: str = "") -> TrainResult:
     """Train `cfg` and record it through `tracker` (MLflow by default; `tracking.NullTracker()` records
     nothing). `callbacks` are extra Keras callbacks (e.g. Optuna pruning)."""
     tracker = tracker or tracking.MlflowTracker()
@@ -151,9 +163,10 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
                                      f"(validation is carved from it); use `fer-exp evaluate` for a test-only folder")
     model, aug = build_model(cfg)  # before the run: a bad model or weights leaves no run behind
     tags = {T.SYNTHETIC: str(ds.synthetic).lower(), T.MODEL: cfg.model, T.DATASET: ds.name,
-            T.INIT: initialisation(cfg), **(extra_tags or {})}
+            T.INIT: initialisation(cfg), T.PRESET: preset or "none", **(extra_tags or {})}
     with tracker.run(experiment=experiment or tracking.experiment_name_for(ds.synthetic),
-                     run_name=run_name(cfg, ds), tags=tags, resume_run_id=resume_run_id,
+                     run_name=run_name(cfg, ds, preset, tags.get(T.TRIAL_NUMBER, "")), tags=tags,
+                     description=describe(cfg, ds, preset), resume_run_id=resume_run_id,
                      parent_run_id=parent_run_id) as run_id:
         tracker.log_config(dataclasses.asdict(cfg))
         tracker.log_params({**dataclasses.asdict(cfg), **{f"aug_{k}": v for k, v in dataclasses.asdict(aug).items()},
@@ -191,7 +204,9 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
                             verbose=verbose)
         model = float32_copy(cfg, model)
         metrics = _log_results(cfg, ds, model, history_csv, tracker)
-        model_uri = tracker.log_model(model, val_split.x, file_stem=cfg.model, register=cfg.register)
+        model_uri = tracker.log_model(model, val_split.x, file_stem=cfg.model, register=cfg.register,
+                                      name=preset or cfg.model,
+                                      metrics={k: v for k, v in metrics.items() if "/" not in k and "_tta_" not in k})
         tracker.set_tag(T.MODEL_URI, model_uri)
         shutil.rmtree(backup_dir(run_id), ignore_errors=True)
         return TrainResult(run_id, model_uri, metrics, model, len(history.epoch))

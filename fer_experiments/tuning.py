@@ -21,16 +21,20 @@ from .tracking import studies as study_tracking
 from .tracking import tags as T
 from . import data as fer_data
 from .config import ConfigError, TrainConfig
+from .errors import UserError
 from .study_storage import mask_url, open_storage, requeue_dead_local_trials
 from .study_plots import study_figures
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 SAMPLERS = {"tpe": lambda seed: optuna.samplers.TPESampler(seed=seed),
             "random": lambda seed: optuna.samplers.RandomSampler(seed=seed)}
-PRUNERS = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+# Median: the first 3 trials always finish (the median needs company), and no trial is judged before
+# its 4th epoch (the seed CNN often needs 3-4 epochs to leave the majority class).
+PRUNERS = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=3),
            "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1),
            "none": lambda: optuna.pruners.NopPruner()}
 FLOOR_WARMUP = 5  # epochs a trial gets to beat the majority-class rate before the floor applies
+MAX_CONSECUTIVE_FAILURES = 3  # failed trials in a row after which a worker stops: the cause is not the settings
 
 
 class FloorOr(optuna.pruners.BasePruner):
@@ -97,26 +101,58 @@ def tune(s: TuneSettings, echo=print):
     space = validate(s)
     ds = fer_data.load_dataset(s.base.data, val_fraction=s.base.val_fraction, seed=s.base.seed)  # decode once
     name = s.study or f"fer-{s.base.model}-{'synthetic' if ds.synthetic else ds.name}"
+    tracking.check_store()  # before the study exists: a refused worker must not leave a parentless study
     storage = open_storage(s.storage, on_fail=_fail_trial_run)
     floor = ds.majority_rate("val") + 0.005  # a hair above "always the majority class"
-    study, parent = _open_study(s, name, storage, ds.synthetic, floor)
+    study, parent = _open_study(s, name, storage, ds.synthetic, floor, echo)
     requeue_dead_local_trials(study, on_fail=_fail_trial_run)
     objective = _objective(s, space, parent, study)
     remaining = s.n_trials - len(study.get_trials(states=FINISHED))
     echo(f"study {name} on {mask_url(s.storage) or 'journal file'}: {s.n_trials - remaining} of "
          f"{s.n_trials} trials already finished; MLflow parent run {parent}")
+    failures = FailureGuard()
     if remaining > 0:
         stop = optuna.study.MaxTrialsCallback(s.n_trials, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING))
-        study.optimize(objective, timeout=s.timeout or None, callbacks=[stop, _progress(s, echo)],
+        study.optimize(objective, timeout=s.timeout or None, callbacks=[stop, _progress(s, echo), failures],
                        catch=(Exception,), gc_after_trial=True)
     done = len(study.get_trials(states=FINISHED)) >= s.n_trials
     best = _best(study)
-    study_tracking.summarize(parent, study, best, study_figures(study), study.trials_dataframe().to_csv(index=False),
-                             done=done)
+    champion = study_tracking.summarize(parent, study, best, study_figures(study),
+                                        study.trials_dataframe().to_csv(index=False), done=done, champion=name)
+    if champion:
+        echo(f"study {name} done: best trial {best.number} (validation accuracy {best.value:.4f}) registered as {champion}")
+    failures.raise_if_stopped(name)
     return study, parent, best
 
 
-def _open_study(s: TuneSettings, name: str, storage, synthetic: bool, floor: float):
+class TuneError(UserError):
+    """A study that cannot go on (every trial fails the same way); the message says why."""
+
+
+class FailureGuard:
+    """Stops this worker after MAX_CONSECUTIVE_FAILURES failed trials in a row: trials that all fail
+    (a wrong store, a broken environment) would otherwise be retried until n_trials *finish*."""
+
+    def __init__(self):
+        self.streak, self.last_error, self.stopped = 0, "", False
+
+    def __call__(self, study, trial):
+        if trial.state != TrialState.FAIL:
+            self.streak = 0
+            return
+        self.streak += 1
+        self.last_error = trial.user_attrs.get("error", "see the trial's run or the log above")
+        if self.streak >= MAX_CONSECUTIVE_FAILURES:
+            self.stopped = True
+            study.stop()
+
+    def raise_if_stopped(self, name: str) -> None:
+        if self.stopped:
+            raise TuneError(f"study {name} stopped after {self.streak} failed trials in a row (last: {self.last_error}): "
+                            f"fix that cause, then rerun the same command to resume the study")
+
+
+def _open_study(s: TuneSettings, name: str, storage, synthetic: bool, floor: float, echo=print):
     sampler = SAMPLERS[s.sampler](s.base.seed)
     pruner = PRUNERS[s.pruner]() if s.pruner == "none" else FloorOr(PRUNERS[s.pruner](), floor, s.base.epochs)
     try:  # creating the study is atomic in every storage: exactly one worker wins and makes the parent
@@ -128,16 +164,27 @@ def _open_study(s: TuneSettings, name: str, storage, synthetic: bool, floor: flo
             raise ConfigError(f"study '{name}' exists with direction {study.direction.name.lower()}: "
                               f"choose another --study name (fer-exp tune maximises validation accuracy)") from None
         parent = _wait_for_parent(study)
-        study_tracking.attach_worker(parent, name)
-        return study, parent
+        if study_tracking.parent_in_store(parent):
+            study_tracking.attach_worker(parent, name)
+            return study, parent
+        # The study's storage outlived the tracking store its parent was in: record under a new parent.
+        fresh = _new_parent(s, name, synthetic)
+        echo(f"study {name}: its MLflow parent run {parent} is not in {tracking.tracking_uri()}; "
+             f"its trials are recorded under a new parent run {fresh}")
+        study.set_user_attr("mlflow_parent_run_id", fresh)
+        return study, fresh
+    parent = _new_parent(s, name, synthetic)
+    study.set_user_attr("mlflow_parent_run_id", parent)
+    return study, parent
+
+
+def _new_parent(s: TuneSettings, name: str, synthetic: bool) -> str:
     tags = {T.STUDY_NAME: name, T.SAMPLER: s.sampler, T.PRUNER: s.pruner,
             T.STORAGE: mask_url(s.storage) or "journal file", T.SYNTHETIC: str(synthetic).lower(), T.RUN_KIND: "study"}
     params = {"model": s.base.model, "data": s.base.data, "n_trials": s.n_trials, "epochs_per_trial": s.base.epochs,
               "sampler": s.sampler, "pruner": s.pruner, "seed": s.base.seed, "study": name}
     experiment = s.experiment or tracking.experiment_name_for(synthetic)
-    parent = study_tracking.create_parent(experiment, name, tags, params)
-    study.set_user_attr("mlflow_parent_run_id", parent)
-    return study, parent
+    return study_tracking.create_parent(experiment, name, tags, params)
 
 
 def _wait_for_parent(study, seconds: float = 120) -> str:
@@ -164,7 +211,8 @@ def _objective(s: TuneSettings, space: dict, parent: str, study):
         except optuna.TrialPruned:
             study_tracking.mark_trial_run(trial.user_attrs.get("mlflow_run_id"), "PRUNED")
             raise
-        except BaseException:
+        except BaseException as exc:
+            trial.set_user_attr("error", (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0][:300])
             study_tracking.mark_trial_run(trial.user_attrs.get("mlflow_run_id"), "FAIL")
             raise
         trial.set_user_attr("model_uri", result.model_uri)
@@ -200,6 +248,8 @@ def _progress(s: TuneSettings, echo):
         best = _best(study)
         value = f"{trial.value:.4f}" if trial.value is not None else "-"
         best_txt = f"{best.value:.4f} (trial {best.number})" if best else "-"
-        echo(f"trial {trial.number} {trial.state.name.lower():8s} value {value} | finished {finished}/{s.n_trials}"
-             f" | best {best_txt} | pruned {pruned}")
+        minutes = (trial.duration.total_seconds() / 60) if trial.duration else 0.0
+        params = " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.params.items())
+        echo(f"trial {trial.number} {trial.state.name.lower():8s} value {value} {minutes:.1f} min [{params}]"
+             f" | finished {finished}/{s.n_trials} | best {best_txt} | pruned {pruned}")
     return callback

@@ -104,33 +104,67 @@ def postgres(tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture
-def mlflow_server(tmp_path, monkeypatch, data_cache):
-    """A real `mlflow server` (SQLite backend, local artifacts): several worker processes share it."""
+def _start_mlflow_server(tmp_path, *extra, env=None):
+    """A real `mlflow server` (SQLite backend, local artifacts) on 127.0.0.1; returns (process, uri)."""
     import subprocess
     import time
     import urllib.request
 
     port = _free_port()
-    monkeypatch.chdir(tmp_path)
     proc = subprocess.Popen(["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                              "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                             "--artifacts-destination", str(tmp_path / "artifacts")],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"))
+                             "--artifacts-destination", str(tmp_path / "artifacts"), *extra],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"),
+                            env={**os.environ, **(env or {})})
     uri = f"http://127.0.0.1:{port}"
-    for _ in range(120):
+    for _ in range(240):
         try:
             urllib.request.urlopen(f"{uri}/health", timeout=1)
-            break
+            return proc, uri
         except OSError:
+            if proc.poll() is not None:
+                break
             time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+    proc.kill()
+    pytest.fail(f"mlflow server did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+
+
+def _use_server(monkeypatch, uri):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):  # set_experiment exports these
         monkeypatch.delenv(leaked, raising=False)
     mlflow.set_tracking_uri(uri)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, monkeypatch, data_cache):
+    """A real `mlflow server`: several worker processes share it."""
+    monkeypatch.chdir(tmp_path)
+    proc, uri = _start_mlflow_server(tmp_path)
+    _use_server(monkeypatch, uri)
+    yield uri
+    proc.terminate()
+    proc.wait(timeout=30)
+    mlflow.set_tracking_uri(None)
+
+
+AUTH_ADMIN = ("admin", "fer-admin-pw-1234")
+
+
+@pytest.fixture
+def mlflow_auth_server(tmp_path, monkeypatch, data_cache):
+    """A real `mlflow server --app-name basic-auth` (MLflow's basic-auth app, its user database in
+    tmp_path): the README's shared tracking server. Yields its URI; the admin is AUTH_ADMIN."""
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "basic_auth.ini"
+    config.write_text("[mlflow]\ndefault_permission = READ\n"
+                      f"database_uri = sqlite:///{tmp_path / 'basic_auth.db'}\n"
+                      f"admin_username = {AUTH_ADMIN[0]}\nadmin_password = {AUTH_ADMIN[1]}\n"
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    proc, uri = _start_mlflow_server(tmp_path, "--app-name", "basic-auth",
+                                     env={"MLFLOW_AUTH_CONFIG_PATH": str(config),
+                                          "MLFLOW_FLASK_SERVER_SECRET_KEY": "fer-test-csrf-secret"})
+    _use_server(monkeypatch, uri)
     yield uri
     proc.terminate()
     proc.wait(timeout=30)

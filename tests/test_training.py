@@ -43,7 +43,7 @@ def test_two_epoch_run_records_everything(store, small_cfg):
         assert np.asarray(cm["matrix"]).sum() == len(ds.splits[split].y)
         pre = {"val": "validation"}.get(split, split)
         assert 0.0 <= run.data.metrics[f"{pre}_accuracy"] <= 1.0
-        assert f"{pre}_macro_f1" in run.data.metrics and f"{pre}_recall_happy" in run.data.metrics
+        assert f"{pre}_macro_f1" in run.data.metrics and f"{pre}_per_class/recall_happy" in run.data.metrics
         assert f"{pre}_tta_flip_accuracy" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(result.run_id, "history")}
     assert {"history/history.csv", "history/training_curves.png"} <= artifacts

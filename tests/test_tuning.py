@@ -15,6 +15,7 @@ from conftest import SMALL_DATA, all_runs
 
 from fer_experiments.cli import main
 from fer_experiments.config import build_config
+from fer_experiments.study_storage import open_storage
 from fer_experiments.tuning import TuneSettings, tune
 
 pytestmark = pytest.mark.slow
@@ -50,11 +51,15 @@ def test_study_records_parent_children_best_and_plots(store):
     assert run.data.tags["best_run_id"] == best.user_attrs["mlflow_run_id"]
     assert float(run.data.tags["best.learning_rate"]) == pytest.approx(best.params["learning_rate"])
     assert run.info.status == "FINISHED"
+    assert run.data.tags["champion_model_uri"] == "models:/four@champion"
+    assert run.data.tags["best_model_uri"] == best.user_attrs["model_uri"]
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(parent, "study")}
     assert {"study/trials.csv", "study/optimization_history.png", "study/slice.png",
             "study/parallel_coordinate.png", "study/best_trial.json"} <= artifacts
-    model = mlflow.keras.load_model(run.data.tags["best_model_uri"])
+    model = mlflow.keras.load_model("models:/four@champion")  # the registered champion serves
     assert model.output_shape == (None, 7)
+    version = mlflow.MlflowClient().get_model_version_by_alias("four", "champion")
+    assert version.run_id == best.user_attrs["mlflow_run_id"]
     # resume: the same study with a higher target continues it under the same parent
     study2, parent2, _ = tune(settings(study="four", n_trials=5, pruner="none"))
     assert parent2 == parent and len(study2.trials) == 5 and len(children_of(parent)) == 5
@@ -185,3 +190,75 @@ def test_killed_worker_trial_fails_and_is_retried(mlflow_server, postgres):
     assert retried[0].params == failed[0].params
     dead_run = mlflow.get_run(failed[0].user_attrs["mlflow_run_id"])
     assert dead_run.info.status == "FAILED" and dead_run.data.tags["optuna.trial_state"] == "FAIL"
+
+
+def test_parent_stays_running_until_the_study_is_done(store):
+    lines = []
+    # Worker A stops after its first trial (timeout): the study is not done, so its parent must stay RUNNING.
+    _, parent, _ = tune(settings(study="halves", n_trials=2, pruner="none", timeout=1), echo=lines.append)
+    assert len([line for line in lines if line.startswith("trial ")]) == 1
+    assert mlflow.get_run(parent).info.status == "RUNNING"
+    # Worker B finishes it: now FINISHED, with the champion registered.
+    study, parent_b, best = tune(settings(study="halves", n_trials=2, pruner="none"), echo=lines.append)
+    assert parent_b == parent and len(study.trials) == 2
+    run = mlflow.get_run(parent)
+    assert run.info.status == "FINISHED" and run.data.tags["champion_model_uri"] == "models:/halves@champion"
+    # one console line per finished trial: number, state, value, minutes and params
+    trial_lines = [line for line in lines if line.startswith("trial ")]
+    assert len(trial_lines) == 2 and all(" min [" in line and "dropout=" in line for line in trial_lines)
+
+
+def test_trials_that_always_fail_stop_the_study(store, tmp_path):
+    bad = tmp_path / "not_weights.h5"
+    bad.write_text("not a weights file")
+    started = time.monotonic()
+    preset = tmp_path / "small_vgg.yaml"
+    preset.write_text("model: vgg16\nimage_size: 32\n")
+    result = CliRunner().invoke(main, ["tune", "--model", "vgg16", "--experiment", str(preset), "--weights", str(bad),
+                                       "--data", SMALL_DATA, "--n_trials", "50", "--epochs", "1",
+                                       "--study", "doomed", "--storage", str(tmp_path / "journal.log")])
+    assert result.exit_code == 2, result.output
+    assert "stopped after 3 failed trials in a row" in result.output and "WeightsError" in result.output
+    assert time.monotonic() - started < 120  # seconds, not the 1,153 trials of the old loop
+    study = optuna.load_study(study_name="doomed", storage=open_storage(str(tmp_path / "journal.log"), on_fail=None))
+    assert [t.state.name for t in study.trials] == ["FAIL"] * 3
+
+
+def test_study_resumed_against_another_store_gets_a_new_parent(store, tmp_path, monkeypatch):
+    journal = str(tmp_path / "journal.log")
+    _, old_parent, _ = tune(settings(study="moved", n_trials=1, pruner="none", storage=journal))
+    other = f"sqlite:///{tmp_path / 'other.db'}"  # another MLFLOW_TRACKING_URI: the old parent is not there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    mlflow.set_tracking_uri(other)
+    lines = []
+    study, new_parent, _ = tune(settings(study="moved", n_trials=2, pruner="none", storage=journal), echo=lines.append)
+    assert new_parent != old_parent and any(f"parent run {old_parent} is not in" in line for line in lines)
+    assert len(study.trials) == 2 and all(t.state.name == "COMPLETE" for t in study.trials)
+    assert mlflow.get_run(new_parent).info.status == "FINISHED" and len(children_of(new_parent)) == 1
+    # Whichever trial is best, the run and model tags name what this store holds or say nothing.
+
+
+def test_basic_auth_server_records_a_worker_with_credentials_only(mlflow_auth_server, tmp_path, monkeypatch):
+    from conftest import AUTH_ADMIN
+    from mlflow.server import get_app_client
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", AUTH_ADMIN[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", AUTH_ADMIN[1])
+    get_app_client("basic-auth", tracking_uri=mlflow_auth_server).create_user("worker", "worker-pw-5678")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    base["MLFLOW_TRACKING_URI"] = mlflow_auth_server
+    base["PYTHONPATH"] = os.getcwd() + os.pathsep + base.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "fer_experiments.cli", "tune", "--model", "custom", "--data", SMALL_DATA,
+           "--n_trials", "1", "--epochs", "1", "--study", "secure", "--storage", str(tmp_path / "journal.log"),
+           "--pruner", "none"]
+    denied = subprocess.run(cmd, env=base, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert denied.returncode == 2, denied.stderr[-2000:]
+    lines = [line for line in denied.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "MLFLOW_TRACKING_USERNAME" in lines[0], denied.stderr[-2000:]
+    assert "worker-pw-5678" not in denied.stderr + denied.stdout
+    worker = {**base, "MLFLOW_TRACKING_USERNAME": "worker", "MLFLOW_TRACKING_PASSWORD": "worker-pw-5678"}
+    ok = subprocess.run(cmd, env=worker, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "worker-pw-5678" not in ok.stderr + ok.stdout
+    trials = [r for r in all_runs() if r.data.tags.get("optuna.trial_state") == "COMPLETE"]
+    assert len(trials) == 1 and trials[0].data.tags["optuna.study_name"] == "secure"

@@ -10,13 +10,13 @@ exception type). MLflow's own defaults apply: with no MLFLOW_TRACKING_URI the st
 from __future__ import annotations
 
 from . import tags
-from .runs import (EpochLogger, active_run, current_run_id, experiment_name_for, load_model, log_config,
+from .runs import (EpochLogger, active_run, check_store, current_run_id, experiment_name_for, load_model, log_config,
                    log_dataset, log_evaluation, log_figure, log_history, log_model_files, log_params, log_summary,
-                   run_config, set_tag)
+                   run_config, run_tags, set_tag, tracking_uri)
 from .tracker import MlflowTracker, NullTracker
 
 SYNTHETIC_TAG = tags.SYNTHETIC
 
-__all__ = ["EpochLogger", "MlflowTracker", "NullTracker", "SYNTHETIC_TAG", "active_run", "current_run_id",
+__all__ = ["EpochLogger", "MlflowTracker", "check_store", "NullTracker", "SYNTHETIC_TAG", "active_run", "current_run_id",
            "experiment_name_for", "load_model", "log_config", "log_dataset", "log_evaluation", "log_figure",
-           "log_history", "log_model_files", "log_params", "log_summary", "run_config", "set_tag", "tags"]
+           "log_history", "log_model_files", "log_params", "log_summary", "run_config", "run_tags", "set_tag", "tags", "tracking_uri"]

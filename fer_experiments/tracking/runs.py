@@ -6,6 +6,7 @@ artifacts in `./mlruns/`, which is what `mlflow ui` with no arguments shows.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ import keras
 import mlflow
 import numpy as np
 from mlflow.models import infer_signature
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from .. import data as fer_data
 from ..errors import UserError
@@ -36,30 +37,39 @@ def _raise_keyboard_interrupt(signum, frame):  # SIGTERM (mlflow run's Ctrl-C, k
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # `mlflow ui` opens on the runs
+
+
 @contextlib.contextmanager
 def active_run(*, experiment: str, run_name: str, tags: dict, resume_run_id: str | None = None,
-               parent_run_id: str | None = None):
+               parent_run_id: str | None = None, description: str = ""):
     """Start (or continue) a run and always end it: FINISHED, FAILED on error, KILLED on interrupt.
 
     Inside `mlflow run`, MLFLOW_RUN_ID names the run MLflow created: we continue it rather than
     starting a second, orphaned one. `resume_run_id` continues a run that was killed mid-training.
+    MLflow samples the machine's CPU and memory into the run's system metrics meanwhile.
     """
     env_run = os.environ.get("MLFLOW_RUN_ID")
+    start = functools.partial(mlflow.start_run, log_system_metrics=True)
     if resume_run_id:
-        run = mlflow.start_run(run_id=resume_run_id)
+        run = start(run_id=resume_run_id)
     elif parent_run_id:
         # A child (an Optuna trial): created through the client, since the fluent API would pick up
         # MLFLOW_RUN_ID (the parent, inside `mlflow run`) and the parent may be held by another process.
         client = mlflow.MlflowClient()
         exp_id = client.get_run(parent_run_id).info.experiment_id
         child = client.create_run(exp_id, run_name=run_name, tags={MLFLOW_PARENT_RUN_ID: parent_run_id})
-        run = mlflow.start_run(run_id=child.info.run_id)
+        run = start(run_id=child.info.run_id)
     elif env_run:
-        run = mlflow.start_run(run_id=env_run)
+        run = start(run_id=env_run)
     else:
         mlflow.set_experiment(experiment)
-        run = mlflow.start_run(run_name=run_name)
-    mlflow.set_tags({**tags, "mlflow.runName": run_name} if env_run and not (resume_run_id or parent_run_id) else tags)
+        run = start(run_name=run_name)
+    for key, value in EXPERIMENT_KIND.items():
+        mlflow.MlflowClient().set_experiment_tag(run.info.experiment_id, key, value)
+    named = env_run and not (resume_run_id or parent_run_id)  # `mlflow run` named it after the entry point
+    mlflow.set_tags({**tags, **({"mlflow.runName": run_name} if named else {}),
+                     **({MLFLOW_RUN_NOTE: description} if description else {})})
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if _main_thread() else None
     try:
         yield run
@@ -101,7 +111,7 @@ def log_dataset(ds: fer_data.Dataset) -> None:
     for split, part in ds.splits.items():
         with warnings.catch_warnings():  # MLflow cannot tell which local source class a path is; either is right
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_numpy(part.x[:1], targets=part.y[:1], source=ds.source,
+            dataset = mlflow.data.from_numpy(part.x, targets=part.y, source=ds.source,
                                              name=f"{ds.name}-{split}", digest=f"{ds.digest}-{split}"[:36])
         mlflow.log_input(dataset, context=split, tags={"counts": json.dumps(counts[split]),
                                                        "images": str(len(part.y)), "synthetic": str(ds.synthetic)})
@@ -152,14 +162,18 @@ def log_figure(fig, path: str) -> None:
     plt.close(fig)
 
 
-def log_model_files(model: keras.Model, x_example: np.ndarray, *, file_stem: str, register: str = "") -> str:
-    """The Keras 3 flavour (with a signature), the plain `.keras` file, a summary and a diagram.
-    Returns the logged model's URI (``models:/m-…``)."""
+def log_model_files(model: keras.Model, x_example: np.ndarray, *, file_stem: str, register: str = "",
+                    name: str = "model", metrics: dict | None = None) -> str:
+    """The Keras 3 flavour (with a signature) as a LoggedModel called `name` (the preset or model, so
+    the Models tab tells them apart) carrying `metrics`, the plain `.keras` file, a summary and a
+    diagram. Returns the logged model's URI (``models:/m-…``)."""
     example = x_example[:2].astype("float32")
     signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
     # No input_example: mlflow.keras 3.17 writes it before creating the model folder and fails
     # (FileNotFoundError); the signature carries the input spec.
-    info = mlflow.keras.log_model(model, name="model", signature=signature, registered_model_name=register or None)
+    info = mlflow.keras.log_model(model, name=name, signature=signature, registered_model_name=register or None)
+    if metrics:
+        mlflow.log_metrics(metrics, model_id=info.model_id)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{file_stem}.keras"
         model.save(path)
@@ -184,7 +198,7 @@ def load_model(uri: str) -> keras.Model:
         return mlflow.keras.load_model(uri)
     except mlflow.exceptions.MlflowException as exc:
         raise UserError(f"model '{uri}' cannot be loaded ({exc.message.strip().splitlines()[0]}): pass "
-                         f"models:/<model id>, runs:/<run id>/model or a .keras file from this tracking store "
+                         f"models:/<model id>, runs:/<run id>/<model name> or a .keras file from this tracking store "
                          f"({mlflow.get_tracking_uri()})") from None
 
 
@@ -213,6 +227,33 @@ def run_config(run_id: str) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def run_tags(run_id: str) -> dict:
+    return mlflow.MlflowClient().get_run(run_id).data.tags
+
+
 def current_run_id() -> str:
     run = mlflow.active_run()
     return run.info.run_id if run else ""
+
+
+def tracking_uri() -> str:
+    """The store runs go to (MLFLOW_TRACKING_URI, or MLflow's default sqlite:///mlflow.db)."""
+    return mlflow.get_tracking_uri()
+
+
+AUTH_CODES = ("UNAUTHENTICATED", "PERMISSION_DENIED")
+
+
+def check_store() -> None:
+    """One cheap request before any work, so missing credentials for a basic-auth tracking server
+    are one line naming the fix, not a stack of HTTP errors after the study or the run has begun."""
+    try:
+        mlflow.MlflowClient().search_experiments(max_results=1)
+    except mlflow.exceptions.MlflowException as exc:
+        text = str(exc)
+        if exc.error_code in AUTH_CODES or "error code 401" in text or "error code 403" in text:
+            who = os.environ.get("MLFLOW_TRACKING_USERNAME")
+            raise UserError(f"the tracking server {mlflow.get_tracking_uri()} refused "
+                            f"{'user ' + repr(who) if who else 'an unauthenticated request'}: set MLFLOW_TRACKING_USERNAME "
+                            f"and MLFLOW_TRACKING_PASSWORD to a user of its basic-auth app") from None
+        raise

@@ -57,8 +57,22 @@ def mark_trial_run(run_id: str | None, state: str) -> None:
         client.set_terminated(run_id, status)
 
 
-def summarize(parent_run_id: str, study, best_trial, figures: dict, trials_csv: str, *, done: bool) -> None:
-    """Best params/value/run/model, the study's plots and its trials table on the parent run."""
+def parent_in_store(run_id: str) -> bool:
+    """Whether the study's parent run exists in the current tracking store (a study's storage can
+    outlive the store it was recorded in: another MLFLOW_TRACKING_URI, a deleted mlflow.db)."""
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+
+
+def summarize(parent_run_id: str, study, best_trial, figures: dict, trials_csv: str, *, done: bool,
+              champion: str = "") -> str:
+    """Best params/value/run/model, the study's plots and its trials table on the parent run. Only
+    the client is used, so the parent stays RUNNING while other workers go on; when the study is
+    `done`, the best trial's model is registered as `champion` (alias champion) and the parent ends
+    FINISHED. Returns the champion's URI (models:/<name>@champion) or ""."""
     client = mlflow.MlflowClient()
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     client.log_metric(parent_run_id, "n_finished_trials", len(finished))
@@ -70,33 +84,34 @@ def summarize(parent_run_id: str, study, best_trial, figures: dict, trials_csv: 
         for name, fig in figures.items():
             client.log_figure(parent_run_id, fig, f"study/{name}.png")
             plt.close(fig)
+    uri = ""
     if best_trial is not None:
         best_run = best_trial.user_attrs.get("mlflow_run_id", "")
         client.log_metric(parent_run_id, "best_val_accuracy", best_trial.value)
         client.set_tag(parent_run_id, "best_trial", str(best_trial.number))
         client.set_tag(parent_run_id, "best_run_id", best_run)
+        client.set_tag(parent_run_id, "best_model_uri", best_trial.user_attrs.get("model_uri", ""))
         for key, value in best_trial.params.items():
             client.set_tag(parent_run_id, f"best.{key}", str(value))  # tags: the best may change on resume
         client.log_text(parent_run_id, json.dumps({"trial": best_trial.number, "value": best_trial.value,
                                                    "params": best_trial.params, "run_id": best_run},
                                                   indent=1), "study/best_trial.json")
-        _copy_best_model(parent_run_id, best_trial, best_run)
+        if done and champion and best_trial.user_attrs.get("model_uri"):
+            try:
+                uri = register_champion(champion, best_trial.user_attrs["model_uri"], best_run)
+                client.set_tag(parent_run_id, "champion_model_uri", uri)
+            except mlflow.exceptions.MlflowException as exc:  # e.g. the best trial ran against another store
+                warnings.warn(f"best trial {best_trial.number}'s model {best_trial.user_attrs['model_uri']} was not "
+                              f"registered as {champion}@champion: {str(exc).splitlines()[0]}", stacklevel=2)
     if done and not os.environ.get("MLFLOW_RUN_ID"):
         client.set_terminated(parent_run_id, "FINISHED")
+    return uri
 
 
-def _copy_best_model(parent_run_id: str, best_trial, best_run: str) -> None:
-    client = mlflow.MlflowClient()
-    if client.get_run(parent_run_id).data.tags.get("best_model_trial") == str(best_trial.number):
-        return
-    uri = best_trial.user_attrs.get("model_uri")
-    if not uri:
-        return
-    try:
-        model = mlflow.keras.load_model(uri)
-        with mlflow.start_run(run_id=parent_run_id, nested=True):
-            info = mlflow.keras.log_model(model, name="best_model")
-        client.set_tag(parent_run_id, "best_model_uri", info.model_uri)
-        client.set_tag(parent_run_id, "best_model_trial", str(best_trial.number))
-    except Exception as exc:  # noqa: BLE001 — a missing copy must not lose the study's summary
-        warnings.warn(f"could not copy the best model from run {best_run}: {exc}", stacklevel=2)
+def register_champion(name: str, model_uri: str, run_id: str) -> str:
+    """The model registered under `name` with the alias `champion` moved to it: models:/<name>@champion."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        version = mlflow.register_model(model_uri, name)
+    mlflow.MlflowClient().set_registered_model_alias(name, "champion", version.version)
+    return f"models:/{name}@champion"

@@ -22,9 +22,10 @@ class MlflowTracker:
 
     @contextlib.contextmanager
     def run(self, *, experiment: str, run_name: str, tags: dict, resume_run_id: str | None = None,
-            parent_run_id: str | None = None):
+            parent_run_id: str | None = None, description: str = ""):
+        runs.check_store()
         with runs.active_run(experiment=experiment, run_name=run_name, tags=tags, resume_run_id=resume_run_id,
-                             parent_run_id=parent_run_id) as run:
+                             parent_run_id=parent_run_id, description=description) as run:
             yield run.info.run_id
 
     def log_config(self, config: dict) -> None:
@@ -48,8 +49,10 @@ class MlflowTracker:
     def log_summary(self, summary: dict, all_metrics: dict) -> None:
         runs.log_summary(summary, all_metrics)
 
-    def log_model(self, model: keras.Model, x_example, *, file_stem: str, register: str = "") -> str:
-        return runs.log_model_files(model, x_example, file_stem=file_stem, register=register)
+    def log_model(self, model: keras.Model, x_example, *, file_stem: str, register: str = "", name: str = "model",
+                  metrics: dict | None = None) -> str:
+        return runs.log_model_files(model, x_example, file_stem=file_stem, register=register, name=name,
+                                    metrics=metrics)
 
     def set_tag(self, key: str, value: str) -> None:
         runs.set_tag(key, value)

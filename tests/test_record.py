@@ -1,0 +1,73 @@
+"""What a researcher sees in the MLflow UI, read back through MlflowClient: names that say what a run
+is, its preset and description, datasets with their real sizes, named LoggedModels with metrics,
+grouped per-class metrics, system metrics, and experiments that open on their runs."""
+from __future__ import annotations
+
+import mlflow
+import pytest
+from conftest import SMALL_DATA
+
+from fer_experiments import data as fer_data
+from fer_experiments.config import build_config
+from fer_experiments.training import train
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory, data_cache):
+    """One real training run in its own temp store, read by every test here."""
+    tmp = tmp_path_factory.mktemp("record")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        uri = f"sqlite:///{tmp / 'mlflow.db'}"
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+        for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+            mp.delenv(leaked, raising=False)
+        mlflow.set_tracking_uri(uri)
+        cfg = build_config("fer_compact_fast", data=SMALL_DATA, epochs=2, limit=300)
+        result = train(cfg, preset="fer_compact_fast", verbose=0)
+        yield cfg, result
+        mlflow.set_tracking_uri(None)
+
+
+def test_run_says_what_it_is(recorded):
+    cfg, result = recorded
+    client = mlflow.MlflowClient()
+    run = client.get_run(result.run_id)
+    assert run.info.run_name.startswith("fer_compact_fast-") and run.info.run_name.endswith("-synthetic")
+    assert run.data.tags["fer.preset"] == "fer_compact_fast" and run.data.tags["fer.init"] == "from scratch"
+    note = run.data.tags["mlflow.note.content"]
+    assert "fer_compact_fast" in note and "SYNTHETIC" in note and "40-px crops" in note
+    exp = client.get_experiment(run.info.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_datasets_have_their_real_sizes(recorded):
+    cfg, result = recorded
+    run = mlflow.MlflowClient().get_run(result.run_id)
+    ds = fer_data.load_dataset(cfg.data, seed=cfg.seed)
+    sizes = {split: min(len(part.y), cfg.limit) for split, part in ds.splits.items()}
+    for entry in run.inputs.dataset_inputs:
+        split = entry.dataset.name.rsplit("-", 1)[1]
+        assert f"[{sizes[split]}, 48, 48, 1]" in entry.dataset.profile.replace(" ", "").replace(",", ", ")
+        assert {t.key: t.value for t in entry.tags}["images"] == str(sizes[split])
+
+
+def test_logged_model_is_named_and_carries_the_final_metrics(recorded):
+    _, result = recorded
+    model = mlflow.get_logged_model(result.model_uri.removeprefix("models:/"))
+    assert model.name == "fer_compact_fast"
+    logged = {m.key: m.value for m in model.metrics}
+    assert logged["validation_accuracy"] == pytest.approx(result.metrics["validation_accuracy"])
+    assert logged["test_accuracy"] == pytest.approx(result.metrics["test_accuracy"])
+
+
+def test_metric_charts_are_grouped(recorded):
+    _, result = recorded
+    keys = set(mlflow.MlflowClient().get_run(result.run_id).data.metrics)
+    per_class = {k for k in keys if "_per_class/" in k}
+    assert len(per_class) == 2 * 3 * 7  # validation and test × precision/recall/F1 × 7 classes, in two groups
+    assert {k.split("/")[0] for k in per_class} == {"validation_per_class", "test_per_class"}
+    assert any(k.startswith("system/cpu_utilization") for k in keys)  # MLflow's system metrics (psutil)
+    ungrouped = {k for k in keys if "/" not in k}
+    assert {"val_accuracy", "loss", "validation_accuracy", "test_accuracy"} <= ungrouped and len(ungrouped) < 25
