@@ -86,14 +86,20 @@ KILL_AFTER_FIRST_EPOCH = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_in_the_same_mlflow_run(store, tmp_path):
+def run_and_kill(tmp_path, script_text: str):
+    """Run a training script in its own process until it SIGKILLs itself; return the run it left."""
     script = tmp_path / "die.py"
-    script.write_text(KILL_AFTER_FIRST_EPOCH)
+    script.write_text(script_text)
     env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run([sys.executable, str(script), SMALL_DATA], env=env, capture_output=True, text=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     (run,) = all_runs()
+    return run, env
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_in_the_same_mlflow_run(store, tmp_path):
+    run, env = run_and_kill(tmp_path, KILL_AFTER_FIRST_EPOCH)
     assert run.info.status == "RUNNING"  # SIGKILL leaves no chance to end it: that is what resume is for
     client = mlflow.MlflowClient()
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0]
@@ -154,12 +160,7 @@ def test_resume_keeps_the_best_weights_and_early_stopping_state_from_before_the_
     from fer_experiments import tracking
     from fer_experiments.config import TrainConfig
 
-    script = tmp_path / "die.py"
-    script.write_text(KILL_AFTER_SECOND_EPOCH)
-    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, str(script), SMALL_DATA], env=env, capture_output=True, text=True)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    (run,) = all_runs()
+    run, _ = run_and_kill(tmp_path, KILL_AFTER_SECOND_EPOCH)
     client = mlflow.MlflowClient()
     before_kill = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val_accuracy"), key=lambda m: m.step)]
     assert len(before_kill) == 2
