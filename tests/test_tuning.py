@@ -195,11 +195,11 @@ def test_killed_worker_trial_fails_and_is_retried(mlflow_server, postgres):
 def test_parent_stays_running_until_the_study_is_done(store):
     lines = []
     # Worker A stops after its first trial (timeout): the study is not done, so its parent must stay RUNNING.
-    _, parent, _ = tune(settings(study="halves", n_trials=2, pruner="none", timeout=1), echo=lines.append)
+    _, parent, _ = tune(settings(study="halves", n_trials=2, pruner="none", timeout=1, epochs=1), echo=lines.append)
     assert len([line for line in lines if line.startswith("trial ")]) == 1
     assert mlflow.get_run(parent).info.status == "RUNNING"
     # Worker B finishes it: now FINISHED, with the champion registered.
-    study, parent_b, best = tune(settings(study="halves", n_trials=2, pruner="none"), echo=lines.append)
+    study, parent_b, best = tune(settings(study="halves", n_trials=2, pruner="none", epochs=1), echo=lines.append)
     assert parent_b == parent and len(study.trials) == 2
     run = mlflow.get_run(parent)
     assert run.info.status == "FINISHED" and run.data.tags["champion_model_uri"] == "models:/halves@champion"
@@ -226,12 +226,13 @@ def test_trials_that_always_fail_stop_the_study(store, tmp_path):
 
 def test_study_resumed_against_another_store_gets_a_new_parent(store, tmp_path, monkeypatch):
     journal = str(tmp_path / "journal.log")
-    _, old_parent, _ = tune(settings(study="moved", n_trials=1, pruner="none", storage=journal))
+    _, old_parent, _ = tune(settings(study="moved", n_trials=1, pruner="none", storage=journal, epochs=1))
     other = f"sqlite:///{tmp_path / 'other.db'}"  # another MLFLOW_TRACKING_URI: the old parent is not there
     monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
     mlflow.set_tracking_uri(other)
     lines = []
-    study, new_parent, _ = tune(settings(study="moved", n_trials=2, pruner="none", storage=journal), echo=lines.append)
+    study, new_parent, _ = tune(settings(study="moved", n_trials=2, pruner="none", storage=journal, epochs=1),
+                                echo=lines.append)
     assert new_parent != old_parent and any(f"parent run {old_parent} is not in" in line for line in lines)
     assert len(study.trials) == 2 and all(t.state.name == "COMPLETE" for t in study.trials)
     assert mlflow.get_run(new_parent).info.status == "FINISHED" and len(children_of(new_parent)) == 1
