@@ -181,7 +181,7 @@ def predict(paths, model_uri, fmt, out, annotate_dir, margin):
 @click.option("--storage", default="", help="Optuna storage: SQLAlchemy URL (postgresql://…) or journal:FILE "
                                             "[journal file mlruns/optuna/journal.log]")
 @click.option("--sampler", default="tpe", show_default=True, help="tpe | random")
-@click.option("--pruner", default="median", show_default=True, help="median | hyperband | none")
+@click.option("--pruner", default="percentile", show_default=True, help="percentile | median | hyperband | none")
 @click.option("--search_space", "--search-space", default="", help="YAML file overriding the family's default space")
 @click.option("--seed", default=42, show_default=True, type=int)
 @click.option("--limit", default=0, show_default=True, type=int, help="images per split (smoke runs); 0 = all")
