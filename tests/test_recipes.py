@@ -106,7 +106,7 @@ def test_strong_recipe_trains_and_logs_tencrop(store, small_cfg, tmp_path):
     for key in ("test_accuracy", "test_tta_flip_accuracy", "test_tta_tencrop_accuracy", "validation_tta_tencrop_accuracy"):
         assert 0 <= m[key] <= 1, key
     assert run.data.params["crop"] == "40" and run.data.params["schedule"] == "onecycle"
-    lrs = [p.value for p in mlflow.MlflowClient().get_metric_history(result.run_id, "learning_rate")]
+    lrs = [p.value for p in mlflow.MlflowClient().get_metric_history(result.run_id, "epoch/learning_rate")]
     assert len(lrs) == 2 and lrs[0] != lrs[1]                       # a per-step schedule, not a constant
     # the same model, evaluated by the CLI as a two-model ensemble (with itself), logs what it measured
     path = tmp_path / "m.keras"

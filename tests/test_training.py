@@ -30,7 +30,7 @@ def test_two_epoch_run_records_everything(store, small_cfg):
     assert run.info.status == "FINISHED"
     assert run.data.tags["fer.synthetic"] == "true" and "synthetic" in run.info.run_name
     for key in EPOCH_METRICS:
-        steps = [m.step for m in client.get_metric_history(result.run_id, key)]
+        steps = [m.step for m in client.get_metric_history(result.run_id, f"epoch/{key}")]
         assert steps == [0, 1], key
     params = run.data.params
     assert params["model"] == "custom_aug" and params["aug_strength"] == "0.5"
@@ -102,13 +102,13 @@ def test_killed_run_resumes_in_the_same_mlflow_run(store, tmp_path):
     run, env = run_and_kill(tmp_path, KILL_AFTER_FIRST_EPOCH)
     assert run.info.status == "RUNNING"  # SIGKILL leaves no chance to end it: that is what resume is for
     client = mlflow.MlflowClient()
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_accuracy")] == [0]
     out = subprocess.run([sys.executable, "-m", "fer_experiments.cli", "train", "--resume", run.info.run_id],
                          env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     (again,) = all_runs()
     assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0, 1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_accuracy")] == [0, 1, 2]
     assert again.data.metrics["epochs_run"] == 3
 
 
@@ -162,11 +162,11 @@ def test_resume_keeps_the_best_weights_and_early_stopping_state_from_before_the_
 
     run, _ = run_and_kill(tmp_path, KILL_AFTER_SECOND_EPOCH)
     client = mlflow.MlflowClient()
-    before_kill = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val_accuracy"), key=lambda m: m.step)]
+    before_kill = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "epoch/val_accuracy"), key=lambda m: m.step)]
     assert len(before_kill) == 2
     cfg = TrainConfig(**tracking.run_config(run.info.run_id)).validate()
     result = train(cfg, resume_run_id=run.info.run_id, callbacks=[sabotage()], verbose=0)
-    history = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "val_accuracy"), key=lambda m: m.step)]
+    history = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "epoch/val_accuracy"), key=lambda m: m.step)]
     assert history[:2] == before_kill and len(history) >= 3
     best_epoch = int(np.argmax(history))
     assert best_epoch < 2 and max(history[2:]) < max(before_kill)  # the best epoch is one before the kill
