@@ -69,12 +69,12 @@ def test_bad_trials_are_pruned_and_marked(store, tmp_path):
     space = tmp_path / "space.yaml"
     # lr 1e-7 cannot learn in 6 epochs: the median pruner must stop such trials early.
     space.write_text("learning_rate: {choices: [0.003, 1.0e-7]}\ndropout: {low: 0.0, high: 0.2}\n")
-    study, parent, _ = tune(settings(study="prune", n_trials=7, epochs=6, search_space=str(space), pruner="median"))
+    study, parent, _ = tune(settings(study="prune", n_trials=8, epochs=6, search_space=str(space), pruner="median"))
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
     assert pruned, [(t.params, t.state.name) for t in study.trials]
     assert all(len(t.intermediate_values) < 6 for t in pruned)  # stopped before the last epoch
-    # past the pruner's 3 start-up trials, every hopeless trial is pruned
-    hopeless = [t for t in study.trials if t.params["learning_rate"] == 1e-7 and t.number >= 3]
+    # past the pruner's 4 start-up trials, every hopeless trial is pruned
+    hopeless = [t for t in study.trials if t.params["learning_rate"] == 1e-7 and t.number >= 4]
     assert hopeless and all(t.state.name == "PRUNED" for t in hopeless)
     kids = {k.info.run_id: k for k in children_of(parent)}
     for t in pruned:
