@@ -7,6 +7,9 @@ backbones `weights=none` (no ImageNet download here: they train FROM SCRATCH, wh
 `fer.init` tag and the report's table all say) at the faces' own 48 px instead of 96, with the
 from-scratch learning rate. Where the internet exists, pass ``--recipe resnet50 --recipe vgg16`` to
 train the seed's ImageNet fine-tuning instead.
+
+A recipe that already has a FINISHED run in the experiment (tag ``fer.recipe``) is not trained again,
+so an interrupted comparison resumes where it stopped.
 """
 from __future__ import annotations
 
@@ -14,17 +17,19 @@ from pathlib import Path
 
 from fer_experiments import report, training
 from fer_experiments.config import build_config
-from fer_experiments.tracking import tags
+from fer_experiments.tracking import reports, tags
 
 from .accuracy import parse_recipe
 
 EXPERIMENT = "fer2013-seed-comparison"
+RECIPE_TAG = "fer.recipe"
 CPU_RECIPES = (
     "custom:epochs=20",
     "custom_aug:epochs=25",
     "resnet50:weights=none,image_size=48,learning_rate=0.001,epochs=8",
-    "vgg16:weights=none,image_size=48,learning_rate=0.001,epochs=5",
+    "vgg16:weights=none,image_size=48,learning_rate=0.001,epochs=2",
 )
+FIGURES = ("validation_accuracy", "test_accuracy", "test_macro_f1", "test_tta_flip_accuracy")
 
 
 def run(data: str, out: Path, *, recipes=CPU_RECIPES, seed: int = 42) -> dict:
@@ -32,10 +37,29 @@ def run(data: str, out: Path, *, recipes=CPU_RECIPES, seed: int = 42) -> dict:
     for text in recipes:
         preset, overrides = parse_recipe(text)
         cfg = build_config(preset, data=data, seed=seed, **overrides)
-        result = training.train(cfg, experiment=EXPERIMENT, extra_tags={tags.BENCHMARK: "compare"}, preset=preset)
+        init = training.initialisation(cfg.resolved())
+        done = _finished(text)
+        if done is not None:
+            rows.append({"recipe": text, "run_id": done["run_id"], "model_uri": done.get(f"tags.{tags.MODEL_URI}"),
+                         "epochs": int(done["metrics.epochs_run"]), "init": init,
+                         **{k: done.get(f"metrics.{k}") for k in FIGURES}})
+            continue
+        result = training.train(cfg, experiment=EXPERIMENT, preset=preset,
+                                extra_tags={tags.BENCHMARK: "compare", RECIPE_TAG: text})
         rows.append({"recipe": text, "run_id": result.run_id, "model_uri": result.model_uri,
-                     "epochs": result.epochs_run, "init": training.initialisation(cfg.resolved()),
-                     **{k: result.metrics.get(k) for k in ("validation_accuracy", "test_accuracy", "test_macro_f1",
-                                                           "test_tta_flip_accuracy")}})
+                     "epochs": result.epochs_run, "init": init, **{k: result.metrics.get(k) for k in FIGURES}})
     files = report.write(EXPERIMENT, out / "comparison")
     return {"experiment": EXPERIMENT, "runs": rows, "report": [str(f) for f in files]}
+
+
+def _finished(recipe: str) -> dict | None:
+    """The newest FINISHED run of `recipe` in the comparison experiment, as a row of MLflow's runs table."""
+    try:
+        runs = reports.finished_runs(EXPERIMENT)
+    except ValueError:  # the experiment does not exist yet
+        return None
+    column = f"tags.{RECIPE_TAG}"
+    if runs.empty or column not in runs:
+        return None
+    hits = runs[runs[column] == recipe].sort_values("start_time")
+    return None if hits.empty else hits.iloc[-1].to_dict()
