@@ -35,9 +35,10 @@ DEFAULT_RECIPES = ("fer_compact_fast", "custom:epochs=10", "custom_aug:epochs=10
 @click.option("--out", default=str(Path(__file__).parent / "results"), show_default=True)
 @click.option("--steps", default=150, show_default=True, help="pipeline part: batches timed per measurement")
 @click.option("--step-batches", default=30, show_default=True, help="step part: batches timed per measurement")
+@click.option("--step-model", "step_models", multiple=True, help="step part: models to profile, repeatable [all three]")
 @click.option("--repeats", default=3, show_default=True, help="step part: interleaved measurements per arm (median)")
 @click.option("--limit", default=4000, show_default=True, help="overhead part: training images per epoch")
-def main(data, parts, recipes, out, steps, step_batches, repeats, limit):
+def main(data, parts, recipes, out, steps, step_batches, step_models, repeats, limit):
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.json"
@@ -47,8 +48,9 @@ def main(data, parts, recipes, out, steps, step_batches, repeats, limit):
     for part in parts or PARTS:
         click.echo(f"== {part}", err=True)
         if part == "step":
-            from .step import measure  # noqa: PLC0415
-            results["step"] = measure(data, steps=step_batches, repeats=repeats)
+            from .step import RECIPES, measure  # noqa: PLC0415
+            chosen = tuple(r for r in RECIPES if not step_models or r[0] in step_models)
+            results["step"] = measure(data, steps=step_batches, repeats=repeats, recipes=chosen)
         elif part == "pipeline":
             from .pipeline import measure  # noqa: PLC0415
             results["pipeline"] = measure(data, steps=steps)

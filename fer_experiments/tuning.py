@@ -104,8 +104,8 @@ def tune(s: TuneSettings, echo=print):
     space = validate(s)
     ds = fer_data.load_dataset(s.base.data, val_fraction=s.base.val_fraction, seed=s.base.seed)  # decode once
     name = s.study or f"fer-{s.base.model}-{'synthetic' if ds.synthetic else ds.name}"
-    tracking.check_store()  # before the study exists: a refused worker must not leave a parentless study
     storage = open_storage(s.storage, on_fail=_fail_trial_run)
+    tracking.check_store()  # before the study exists: a refused worker must not leave a parentless study
     floor = ds.majority_rate("val") + 0.005  # a hair above "always the majority class"
     study, parent = _open_study(s, name, storage, ds.synthetic, floor, echo)
     requeue_dead_local_trials(study, on_fail=_fail_trial_run)

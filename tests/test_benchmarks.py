@@ -16,22 +16,20 @@ from fer_experiments import data as fer_data
 def test_benchmark_parts_write_json_and_markdown(store, tmp_path):
     folder = fer_data.write_synthetic(tmp_path / "faces", n=700, seed=3)
     out = tmp_path / "results"
-    args = ["--data", str(folder), "--out", str(out), "--steps", "3", "--limit", "200", "--step-batches", "2", "--repeats", "1",
+    args = ["--data", str(folder), "--out", str(out), "--steps", "3", "--limit", "200", "--step-batches", "2", "--repeats", "1", "--step-model", "custom_aug",
             "--part", "step", "--part", "pipeline", "--part", "overhead", "--part", "accuracy",
             "--recipe", "fer_compact_fast:epochs=2,limit=300"]
     result = CliRunner().invoke(bench, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     s = results["step"]
-    assert [r["model"] for r in s["models"]] == ["custom_aug", "fer_compact", "fer_vgg"]
+    assert [r["model"] for r in s["models"]] == ["custom_aug"]  # the one with every arm (notebook, placement)
     assert s["matmul_gflops"]["float32"] > 0 and s["matmul_gflops"]["bfloat16"] > 0
     for r in s["models"]:
         assert r["bare_float32_ips"] > 0 and r["bare_ips"] > 0 and r["full_ips"] > 0
         assert r["full_over_bare"] == pytest.approx(r["full_ips"] / r["bare_ips"])
-    # FLOPs per training image, counted from the layers: the literature net costs more than the seed CNN.
-    gflop = {r["model"]: r["train_gflop_per_image"] for r in s["models"]}
-    assert 0.3 < gflop["custom_aug"] < 1 and gflop["fer_vgg"] > 3 * gflop["fer_compact"]
-    assert "notebook_ips" in s["models"][0] and "notebook_ips" not in s["models"][1]
+    assert 0.3 < s["models"][0]["train_gflop_per_image"] < 1  # FLOPs per training image, from the layers
+    assert s["models"][0]["notebook_ips"] > 0 and s["models"][0]["feed_over_model"] > 0
     p = results["pipeline"]
     assert p["images_timed"] == 3 * 64 and p["pipeline_ratio"] == pytest.approx(
         p["ours_pipeline_ips"] / p["notebook_pipeline_ips"])
@@ -62,6 +60,10 @@ def test_forward_flops_counts_convolutions_and_dense_layers():
     outer = keras.Model(inputs, inner(inputs))                      # nested models are counted through
     expected = 2 * (8 * 8 * 4 * 27 + 4 * 4 * 6 * 4 + 96 * 5)
     assert forward_flops(inner) == expected and forward_flops(outer) == expected
+    from fer_experiments import models
+
+    # the literature net costs several times the compact one per image
+    assert forward_flops(models.create_model("fer_vgg")) > 3 * forward_flops(models.create_model("fer_compact"))
 
 
 @pytest.mark.slow

@@ -33,7 +33,7 @@ def children_of(parent: str):
 
 
 def test_study_records_parent_children_best_and_plots(store):
-    study, parent, best = tune(settings(study="four", pruner="none"))
+    study, parent, best = tune(settings(study="four", pruner="none", epochs=2))
     trials = study.trials
     assert len(trials) == 4 and sorted(t.number for t in trials) == [0, 1, 2, 3]
     kids = children_of(parent)
@@ -61,18 +61,18 @@ def test_study_records_parent_children_best_and_plots(store):
     version = mlflow.MlflowClient().get_model_version_by_alias("four", "champion")
     assert version.run_id == best.user_attrs["mlflow_run_id"]
     # resume: the same study with a higher target continues it under the same parent
-    study2, parent2, _ = tune(settings(study="four", n_trials=5, pruner="none"))
+    study2, parent2, _ = tune(settings(study="four", n_trials=5, pruner="none", epochs=2))
     assert parent2 == parent and len(study2.trials) == 5 and len(children_of(parent)) == 5
 
 
 def test_bad_trials_are_pruned_and_marked(store, tmp_path):
     space = tmp_path / "space.yaml"
-    # lr 1e-7 cannot learn in 6 epochs: the median pruner must stop such trials early.
+    # lr 1e-7 cannot learn in 5 epochs: the median pruner must stop such trials early.
     space.write_text("learning_rate: {choices: [0.003, 1.0e-7]}\ndropout: {low: 0.0, high: 0.2}\n")
-    study, parent, _ = tune(settings(study="prune", n_trials=8, epochs=6, search_space=str(space), pruner="median"))
+    study, parent, _ = tune(settings(study="prune", n_trials=7, epochs=5, search_space=str(space), pruner="median"))
     pruned = [t for t in study.trials if t.state.name == "PRUNED"]
     assert pruned, [(t.params, t.state.name) for t in study.trials]
-    assert all(len(t.intermediate_values) < 6 for t in pruned)  # stopped before the last epoch
+    assert all(len(t.intermediate_values) < 5 for t in pruned)  # stopped before the last epoch
     # past the pruner's 4 start-up trials, every hopeless trial is pruned
     hopeless = [t for t in study.trials if t.params["learning_rate"] == 1e-7 and t.number >= 4]
     assert hopeless and all(t.state.name == "PRUNED" for t in hopeless)
