@@ -61,24 +61,12 @@ def forward_flops(model: keras.Model) -> int:
     return total
 
 
-class ReadyBatches(keras.utils.PyDataset):
-    """Batches made once, in memory: indexing is all the "feed" does."""
-
-    def __init__(self, batches):
-        super().__init__()
-        self.batches = batches
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __getitem__(self, index):
-        return self.batches[index]
-
-
 def _bare_step(cfg, x, y, precision: str):
-    """A closure running the compiled train step once over the in-memory batches, driven by `fit`
-    as in the trainer (asynchronous dispatch; `train_on_batch` would wait for every step) but with
-    no augmentation, no callbacks and no data to prepare."""
+    """A closure running the compiled train step once over the in-memory images, driven by `fit` on
+    float32 arrays in order — Keras's fastest feed, with asynchronous dispatch (`train_on_batch`
+    waits for every step; a `PyDataset` of ready batches measured 0.65-0.76× the full trainer, so
+    it is no ceiling) — and no
+    augmentation, no callbacks, no shuffling."""
     cfg = dataclasses.replace(cfg, precision=precision)
     with dtype_policy(precision):
         net = models.create_model(cfg.model, dropout=cfg.dropout, unfreeze=cfg.unfreeze, weights=cfg.weights,
@@ -88,10 +76,9 @@ def _bare_step(cfg, x, y, precision: str):
     if cfg.crop:
         lo = (x.shape[2] - cfg.crop) // 2  # x: (batches, batch, 48, 48, 1)
         x = x[:, :, lo:lo + cfg.crop, lo:lo + cfg.crop]
-    batches = ReadyBatches([(keras.ops.convert_to_tensor(xb), keras.ops.convert_to_tensor(targets(yb)))
-                            for xb, yb in zip(x, y)])
-    net.fit(batches, epochs=1, verbose=0)  # compile outside the clock
-    return lambda: net.fit(batches, epochs=1, verbose=0), net
+    xs, ys, bs = x.reshape(-1, *x.shape[2:]), targets(y.reshape(-1)), x.shape[1]
+    net.fit(xs[:2 * bs], ys[:2 * bs], batch_size=bs, epochs=1, shuffle=False, verbose=0)  # compile off the clock
+    return lambda: net.fit(xs, ys, batch_size=bs, epochs=1, shuffle=False, verbose=0), net
 
 
 class TrainBatchTimer(keras.callbacks.Callback):
@@ -121,16 +108,15 @@ def _full_trainer(cfg):
 
 
 def _augmentation_placement(cfg, x, y) -> dict:
-    """The same augmented training two ways, no callbacks: the augmenter inside the model on ready
-    batches (what the trainer does) vs in a parallel, prefetched `tf.data` feed in front of the bare
+    """The same augmented training two ways, no callbacks: the augmenter inside the model fed from
+    arrays (what the trainer does) vs in a parallel, prefetched `tf.data` feed in front of the bare
     network (TensorFlow backend: what a CPU input pipeline would do)."""
     import tensorflow as tf  # noqa: PLC0415 — this arm is the TensorFlow feed by definition
 
     loss, targets = training.loss_and_targets(cfg)
     in_model, _ = training.build_model(cfg)
     in_model.compile(optimizer=training.make_optimizer(cfg, len(x)), loss=loss)
-    ready = ReadyBatches([(keras.ops.convert_to_tensor(xb), keras.ops.convert_to_tensor(targets(yb)))
-                          for xb, yb in zip(x, y)])
+    xs, ys, bs = x.reshape(-1, *x.shape[2:]), targets(y.reshape(-1)), x.shape[1]
     augmenter = in_model.get_layer("augmenter")
     with dtype_policy(cfg.precision):
         bare = models.create_model(cfg.model, dropout=cfg.dropout)
@@ -138,9 +124,9 @@ def _augmentation_placement(cfg, x, y) -> dict:
     feed = (tf.data.Dataset.from_tensor_slices((x.reshape(-1, *x.shape[2:]), targets(y.reshape(-1))))
             .batch(x.shape[1]).map(lambda xb, yb: (augmenter(xb, training=True), yb),
                                    num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
-    in_model.fit(ready, epochs=1, verbose=0)
+    in_model.fit(xs[:2 * bs], ys[:2 * bs], batch_size=bs, epochs=1, shuffle=False, verbose=0)
     bare.fit(feed, epochs=1, verbose=0)
-    return {"aug_in_model": lambda: in_model.fit(ready, epochs=1, verbose=0),
+    return {"aug_in_model": lambda: in_model.fit(xs, ys, batch_size=bs, epochs=1, shuffle=False, verbose=0),
             "aug_in_feed": lambda: bare.fit(feed, epochs=1, verbose=0)}
 
 
