@@ -24,7 +24,6 @@ import numpy as np
 from fer_experiments import data as fer_data
 from fer_experiments import models, training
 from fer_experiments.config import build_config
-from fer_experiments.precision import dtype_policy
 from fer_experiments.tracking import tags
 
 from .pipeline import notebook_generator
@@ -65,12 +64,9 @@ def _bare_step(cfg, x, y, precision: str):
     """A closure running the compiled train step once over the in-memory images, driven by `fit` on
     float32 arrays in order — Keras's fastest feed, with asynchronous dispatch (`train_on_batch`
     waits for every step; a `PyDataset` of ready batches measured 0.65-0.76× the full trainer, so
-    it is no ceiling) — and no
-    augmentation, no callbacks, no shuffling."""
+    it is no ceiling) — and no augmentation, no callbacks, no shuffling."""
     cfg = dataclasses.replace(cfg, precision=precision)
-    with dtype_policy(precision):
-        net = models.create_model(cfg.model, dropout=cfg.dropout, unfreeze=cfg.unfreeze, weights=cfg.weights,
-                                  image_size=cfg.image_size, **({"input_size": cfg.crop} if cfg.crop else {}))
+    net = training.build_net(cfg)
     loss, targets = training.loss_and_targets(cfg)
     net.compile(optimizer=training.make_optimizer(cfg, len(x)), loss=loss, metrics=["accuracy"])
     if cfg.crop:
@@ -128,10 +124,9 @@ def _augmentation_placement(cfg, x, y) -> dict:
     in_model.compile(optimizer=training.make_optimizer(cfg, len(x)), loss=loss)
     xs, ys = x.reshape(-1, *x.shape[2:]), targets(y.reshape(-1))
     augmenter = in_model.get_layer("augmenter")
-    with dtype_policy(cfg.precision):
-        bare = models.create_model(cfg.model, dropout=cfg.dropout)
+    bare = training.build_net(cfg)
     bare.compile(optimizer=training.make_optimizer(cfg, len(x)), loss=loss)
-    feed = (tf.data.Dataset.from_tensor_slices((x.reshape(-1, *x.shape[2:]), targets(y.reshape(-1))))
+    feed = (tf.data.Dataset.from_tensor_slices((xs, ys))
             .batch(x.shape[1]).map(lambda xb, yb: (augmenter(xb, training=True), yb),
                                    num_parallel_calls=tf.data.AUTOTUNE).repeat().prefetch(tf.data.AUTOTUNE))
     return {"aug_in_model": _second_epoch(in_model, xs, ys, batch_size=x.shape[1]),

@@ -50,12 +50,17 @@ def shrink(ds: fer_data.Dataset, limit: int, seed: int) -> fer_data.Dataset:
     return dataclasses.replace(ds, splits=splits, notes=[*ds.notes, f"limited to {limit} images per split"])
 
 
-def build_model(cfg: TrainConfig) -> tuple[keras.Model, augment.AugParams]:
-    """The registered network under `cfg.precision` (resolved), with the augmenter (always float32:
-    pixel values 0..255 need float32's mantissa) in front of it."""
+def build_net(cfg: TrainConfig) -> keras.Model:
+    """The registered network alone, under `cfg.precision` (resolved); crop models take crop-px faces."""
     with dtype_policy(cfg.precision):
-        net = models.create_model(cfg.model, dropout=cfg.dropout, unfreeze=cfg.unfreeze, weights=cfg.weights,
-                                  image_size=cfg.image_size, **({"input_size": cfg.crop} if cfg.crop else {}))
+        return models.create_model(cfg.model, dropout=cfg.dropout, unfreeze=cfg.unfreeze, weights=cfg.weights,
+                                   image_size=cfg.image_size, **({"input_size": cfg.crop} if cfg.crop else {}))
+
+
+def build_model(cfg: TrainConfig) -> tuple[keras.Model, augment.AugParams]:
+    """`build_net` with the augmenter (always float32: pixel values 0..255 need float32's mantissa)
+    in front of it."""
+    net = build_net(cfg)
     aug = augment.resolve(cfg.aug_strength, erasing=cfg.erasing)
     augmenter = augment.build_augmenter(cfg.aug_strength, erasing=cfg.erasing, crop=cfg.crop,
                                         size=models.INPUT_SHAPE[0], seed=cfg.seed)
