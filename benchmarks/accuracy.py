@@ -48,7 +48,8 @@ def parse_recipe(text: str) -> tuple[str, dict]:
 def run_recipe(text: str, data: str, *, seed: int = 42) -> dict:
     preset, overrides = parse_recipe(text)
     cfg = build_config(preset, data=data, seed=seed, **overrides)
-    test = fer_data.load_dataset(data, val_fraction=cfg.val_fraction, seed=seed).splits["test"]
+    splits = fer_data.load_dataset(data, val_fraction=cfg.val_fraction, seed=seed).splits
+    test, n_train = splits["test"], len(splits["train"].y)
     start = time.perf_counter()
     clock = TestClock(test.x, test.y, start, "tencrop" if cfg.crop else "flip")
     result = training.train(cfg, callbacks=[clock], extra_tags={tags.BENCHMARK: text}, preset=preset)
@@ -60,6 +61,8 @@ def run_recipe(text: str, data: str, *, seed: int = 42) -> dict:
     return {
         "recipe": text, "preset": preset, "model": cfg.model, "overrides": overrides,
         "epochs": result.epochs_run, "minutes": round(minutes, 2),
+        # the run's own speed beside its minutes (this machine's speed varies from hour to hour)
+        "train_images_per_second": round(n_train * result.epochs_run / (minutes * 60)),
         "validation_accuracy": m.get("validation_accuracy"),
         "test_accuracy": m.get("test_accuracy"), "test_macro_f1": m.get("test_macro_f1"),
         "test_tta_flip_accuracy": m.get("test_tta_flip_accuracy"),

@@ -35,7 +35,10 @@ def _is_user_error(exc: Exception) -> bool:
 
     if isinstance(exc, UserError):
         return True
-    from mlflow.exceptions import MlflowException  # noqa: PLC0415 — e.g. a models:/ URI that names nothing
+    try:
+        from mlflow.exceptions import MlflowException  # noqa: PLC0415 — e.g. a models:/ URI that names nothing
+    except ImportError:  # a machine without MLflow (file-only runs)
+        return False
 
     return isinstance(exc, MlflowException) and exc.error_code in MLFLOW_USER_ERRORS
 
@@ -96,17 +99,21 @@ def _config_options(fn):
 @click.option("--mlflow-experiment", default=None,
               help="MLflow experiment [fer2013, or fer2013-synthetic for synthetic data]")
 @click.option("--resume", "resume_run_id", default=None, help="continue a killed run (its MLflow run id)")
+@click.option("--run-folder", default=None, type=click.Path(file_okay=False),
+              help="record into DIR/<run id>/ instead of MLflow (no MLflow needed); `fer-exp import-run` adds it later")
 @user_errors
-def train(preset, mlflow_experiment, resume_run_id, **options):
-    """Train one registered model and record it in MLflow."""
+def train(preset, mlflow_experiment, resume_run_id, run_folder, **options):
+    """Train one registered model and record it in MLflow (or, with --run-folder, in a folder)."""
     from . import tracking, training  # noqa: PLC0415 — TensorFlow import only when needed
 
+    tracker = tracking.FileTracker(run_folder) if run_folder else None
     if resume_run_id:
-        cfg = cfgmod.TrainConfig(**tracking.run_config(resume_run_id)).validate()
-        preset = tracking.run_tags(resume_run_id).get(tracking.tags.PRESET)
+        cfg = cfgmod.TrainConfig(**(tracker.run_config(resume_run_id) if tracker
+                                    else tracking.run_config(resume_run_id))).validate()
+        preset = (tracker.run_tags(resume_run_id) if tracker else tracking.run_tags(resume_run_id)).get(tracking.tags.PRESET)
     else:
         cfg = cfgmod.build_config(preset, **options)
-    result = training.train(cfg, experiment=mlflow_experiment, resume_run_id=resume_run_id,
+    result = training.train(cfg, experiment=mlflow_experiment, resume_run_id=resume_run_id, tracker=tracker,
                             preset="" if preset in (None, "none") else preset)
     shown = {k: v for k, v in result.metrics.items() if k.endswith(("accuracy", "macro_f1"))}
     click.echo(f"run {result.run_id} finished: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
@@ -272,3 +279,16 @@ def data_convert(source, dest):
 
 if __name__ == "__main__":
     main()
+
+
+@main.command("import-run")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False), metavar="FOLDER...")
+@click.option("--mlflow-experiment", default=None, help="MLflow experiment [the one the run names]")
+@user_errors
+def import_run(folders, mlflow_experiment):
+    """Make file-only runs (`train --run-folder`) ordinary MLflow runs in the tracking store."""
+    from .tracking import imports  # noqa: PLC0415
+
+    for folder in folders:
+        run_id = imports.import_run(folder, experiment=mlflow_experiment)
+        click.echo(f"{folder} → run {run_id}")

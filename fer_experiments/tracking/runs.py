@@ -12,7 +12,6 @@ import os
 import signal
 import tempfile
 import threading
-import time
 import warnings
 from pathlib import Path
 
@@ -25,12 +24,9 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from .. import data as fer_data
 from ..errors import UserError
 from ..metrics import SplitEvaluation
+from .epochs import EpochMetrics
+from .tags import experiment_name_for  # noqa: F401 — re-exported
 
-
-
-def experiment_name_for(dataset_is_synthetic: bool) -> str:
-    # Synthetic runs live apart from real ones so a comparison never mixes them up.
-    return "fer2013-synthetic" if dataset_is_synthetic else "fer2013"
 
 
 def _raise_keyboard_interrupt(signum, frame):  # SIGTERM (mlflow run's Ctrl-C, kill) → run ends KILLED
@@ -121,29 +117,8 @@ def log_dataset(ds: fer_data.Dataset) -> None:
                 **{f"n_{split}": len(part.y) for split, part in ds.splits.items()}})
 
 
-EPOCH_GROUP = "epoch"
-
-
-class EpochLogger(keras.callbacks.Callback):
-    """Per-epoch metrics with step = epoch, as ``epoch/<name>``: Keras's logs plus learning rate,
-    seconds and images/s. MLflow's run page groups charts by the part before "/" and shows the
-    ``epoch`` group first, so the training curves lead and the final single values follow."""
-
-    def __init__(self, n_train: int):
-        super().__init__()
-        self.n_train = n_train
-        self._t0 = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t0 = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self._t0
-        metrics = {k: float(v) for k, v in (logs or {}).items() if np.isscalar(v)}
-        metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        metrics["epoch_seconds"] = seconds
-        metrics["images_per_second"] = self.n_train / max(seconds, 1e-9)
-        mlflow.log_metrics({f"{EPOCH_GROUP}/{k}": v for k, v in metrics.items()}, step=epoch)
+def EpochLogger(n_train: int) -> EpochMetrics:  # noqa: N802 — the callback, bound to the active run
+    return EpochMetrics(n_train, mlflow.log_metrics)
 
 
 def log_evaluation(ev: SplitEvaluation, title: str = "") -> dict[str, float]:

@@ -14,6 +14,7 @@ EVALUATED_MODEL = "fer.evaluated_model"
 EXPORT_FORMAT = "fer.export_format"
 EXPORTED_MODEL = "fer.exported_model"
 REPORT_RUNS = "fer.report_runs"        # how many runs a report compared
+IMPORTED_FROM = "fer.imported_from"    # the file-only run folder an imported run came from
 
 STUDY_NAME = "optuna.study_name"
 SAMPLER = "optuna.sampler"
@@ -21,3 +22,8 @@ PRUNER = "optuna.pruner"
 STORAGE = "optuna.storage"             # masked: never a password
 TRIAL_NUMBER = "optuna.trial_number"
 TRIAL_STATE = "optuna.trial_state"
+
+
+def experiment_name_for(dataset_is_synthetic: bool) -> str:
+    # Synthetic runs live apart from real ones so a comparison never mixes them up.
+    return "fer2013-synthetic" if dataset_is_synthetic else "fer2013"

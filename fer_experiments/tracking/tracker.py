@@ -2,7 +2,7 @@
 
 `MlflowTracker` is the default: a run in MLflow with everything `runs` logs. `NullTracker` records
 nothing and keeps no run, so "tracking off" is one word — the overhead benchmark times the real
-trainer both ways. A file-only tracker for machines without MLflow fits the same seam.
+trainer both ways. `files.FileTracker` records into a folder where MLflow is not installed.
 """
 from __future__ import annotations
 
@@ -12,50 +12,53 @@ from pathlib import Path
 
 import keras
 
-from . import runs
-
 
 class MlflowTracker:
     """Records a training run in the MLflow tracking store (MLFLOW_TRACKING_URI or MLflow's default)."""
 
     enabled = True
 
+    def __init__(self):
+        from . import runs  # noqa: PLC0415 — MLflow only where this tracker is used
+
+        self._runs = runs
+
     @contextlib.contextmanager
     def run(self, *, experiment: str, run_name: str, tags: dict, resume_run_id: str | None = None,
             parent_run_id: str | None = None, description: str = ""):
-        runs.check_store()
-        with runs.active_run(experiment=experiment, run_name=run_name, tags=tags, resume_run_id=resume_run_id,
+        self._runs.check_store()
+        with self._runs.active_run(experiment=experiment, run_name=run_name, tags=tags, resume_run_id=resume_run_id,
                              parent_run_id=parent_run_id, description=description) as run:
             yield run.info.run_id
 
     def log_config(self, config: dict) -> None:
-        runs.log_config(config)
+        self._runs.log_config(config)
 
     def log_params(self, params: dict) -> None:
-        runs.log_params(params)
+        self._runs.log_params(params)
 
     def log_dataset(self, ds) -> None:
-        runs.log_dataset(ds)
+        self._runs.log_dataset(ds)
 
     def epoch_callback(self, n_train: int) -> keras.callbacks.Callback:
-        return runs.EpochLogger(n_train)
+        return self._runs.EpochLogger(n_train)
 
     def log_evaluation(self, ev, title: str) -> dict[str, float]:
-        return runs.log_evaluation(ev, title)
+        return self._runs.log_evaluation(ev, title)
 
     def log_history(self, history_csv: Path, curves_fig) -> None:
-        runs.log_history(history_csv, curves_fig)
+        self._runs.log_history(history_csv, curves_fig)
 
     def log_summary(self, summary: dict, all_metrics: dict) -> None:
-        runs.log_summary(summary, all_metrics)
+        self._runs.log_summary(summary, all_metrics)
 
     def log_model(self, model: keras.Model, x_example, *, file_stem: str, register: str = "", name: str = "model",
                   metrics: dict | None = None) -> str:
-        return runs.log_model_files(model, x_example, file_stem=file_stem, register=register, name=name,
+        return self._runs.log_model_files(model, x_example, file_stem=file_stem, register=register, name=name,
                                     metrics=metrics)
 
     def set_tag(self, key: str, value: str) -> None:
-        runs.set_tag(key, value)
+        self._runs.set_tag(key, value)
 
 
 class NullTracker:
