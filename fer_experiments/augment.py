@@ -23,7 +23,7 @@ the network, so it runs batched inside the graph (any backend) and is the identi
 
 Crop training (``crop=40``) is a random shift of up to ±(48 − crop)/2 px per image here, followed by
 a centre crop in the model (``training.build_model``): together a random crop×crop window in
-training and the centre window at inference. `MixupBatches` is mixup, which needs the labels and so
+training and the centre window at inference. `Batches` does mixup, which needs the labels and so
 lives in the batch feed rather than in the graph.
 """
 from __future__ import annotations
@@ -97,6 +97,13 @@ def build_augmenter(strength: float, *, erasing: bool = False, crop: int = 0, si
     # Interpolation and contrast can step slightly outside the pixel range; ReLU(max_value) is a
     # built-in, serialisable clip to 0..255 (and the identity on valid inputs at inference).
     stack.append(layers.ReLU(max_value=VALUE_RANGE[1], name="clip_0_255"))
+    if keras.backend.backend() == "jax":
+        # Keras marks RandomZoom/RandomTranslation as not XLA-compilable because TensorFlow's image
+        # transform op has no XLA kernel; on JAX they are plain jax.numpy and compile fine. Left
+        # unmarked, one of them makes the whole JAX step run uncompiled (op by op: ~10x slower, and
+        # data-parallel all-reduces outside XLA deadlock on CPU devices).
+        for layer in stack:
+            layer.supports_jit = True
     return keras.Sequential(stack, name="augmenter")
 
 
@@ -122,35 +129,45 @@ def _layers(p: AugParams, seeds: Iterator) -> list[keras.layers.Layer]:
     return stack
 
 
-class MixupBatches(keras.utils.PyDataset):
-    """Shuffled training batches with mixup (Zhang et al. 2018): each image and its one-hot label are
-    blended with another image of the batch, weight λ ~ Beta(α, α) per image, vectorised in NumPy.
+class Batches(keras.utils.PyDataset):
+    """Shuffled training batches from in-memory arrays, for what `fit` on arrays cannot do:
 
-    Every batch draws from its own generator seeded by (seed, epoch, index): reproducible and safe
-    under Keras's worker threads."""
+    - mixup (Zhang et al. 2018, ``alpha`` > 0): each image and its one-hot label are blended with
+      another image of the batch, weight λ ~ Beta(α, α) per image, vectorised in NumPy;
+    - ``full_batches``: every batch has exactly `batch_size` images (the epoch's remainder, fewer than
+      one batch, is left out and changes with each epoch's shuffle), so data parallelism can split
+      every batch evenly over the devices;
+    - ``sample_weight``: per-image weights (class weights), yielded beside each batch.
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, alpha: float, num_classes: int,
-                 seed: int = 0, **kwargs):
+    Labels are one-hot when mixing, else as given. Every batch draws from its own generator seeded
+    by (seed, epoch, index): reproducible and safe under Keras's worker threads."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, num_classes: int, alpha: float = 0.0,
+                 seed: int = 0, full_batches: bool = False, onehot: bool = False,
+                 sample_weight: np.ndarray | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.x, self.labels = x, np.eye(num_classes, dtype="float32")[y]
+        self.x = x
+        self.labels = np.eye(num_classes, dtype="float32")[y] if alpha or onehot else y
         self.batch_size, self.alpha, self.seed, self.epoch = batch_size, alpha, seed, 0
+        self.full_batches, self.sample_weight = full_batches, sample_weight
         self.order = self._order()
 
     def _order(self) -> np.ndarray:
         return np.random.default_rng((self.seed, self.epoch)).permutation(len(self.x))
 
     def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
+        return len(self.x) // self.batch_size if self.full_batches else math.ceil(len(self.x) / self.batch_size)
 
     def __getitem__(self, index: int):
-        rng = np.random.default_rng((self.seed, self.epoch, index))
         idx = self.order[index * self.batch_size:(index + 1) * self.batch_size]
         x, y = self.x[idx].astype("float32"), self.labels[idx]
-        lam = rng.beta(self.alpha, self.alpha, size=len(idx)).astype("float32")
-        partner = rng.permutation(len(idx))
-        x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * x[partner]
-        y = lam[:, None] * y + (1 - lam[:, None]) * y[partner]
-        return x, y
+        if self.alpha:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            lam = rng.beta(self.alpha, self.alpha, size=len(idx)).astype("float32")
+            partner = rng.permutation(len(idx))
+            x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * x[partner]
+            y = lam[:, None] * y + (1 - lam[:, None]) * y[partner]
+        return (x, y) if self.sample_weight is None else (x, y, self.sample_weight[idx])
 
     def on_epoch_end(self) -> None:
         self.epoch += 1

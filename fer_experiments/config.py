@@ -19,6 +19,7 @@ EXPERIMENTS_DIR = Path(os.environ.get("FER_EXPERIMENTS_DIR", Path(__file__).reso
 
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+JIT_CHOICES = ("auto", "true", "false")
 
 
 class ConfigError(UserError):
@@ -54,6 +55,8 @@ class TrainConfig:
     limit: int = 0                   # >0: keep at most this many images per split (smoke runs)
     register: str = ""               # non-empty: register the logged model under this name
     precision: str = "auto"          # auto | float32 | mixed_bfloat16 | mixed_float16 (auto: bf16 where native)
+    jit_compile: str = "auto"        # auto | true | false: XLA-compile the step (auto: Keras's per-device rule)
+    devices: int = 0                 # data-parallel devices (JAX backend); 0 = every accelerator where several, else 1
 
     def validate(self) -> "TrainConfig":
         from . import models  # noqa: PLC0415 — registry lookups only
@@ -87,6 +90,8 @@ class TrainConfig:
             (0 < self.lr_factor < 1, "lr_factor", "must be in (0, 1)"),
             (self.limit >= 0, "limit", "must be >= 0 (0 = no limit)"),
             (self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}"),
+            (self.jit_compile in JIT_CHOICES, "jit_compile", f"must be one of {', '.join(JIT_CHOICES)}"),
+            (self.devices >= 0, "devices", "must be >= 0 (0 = every accelerator where there are several)"),
         ]
         for ok, key, why in checks:
             if not ok:
@@ -118,6 +123,8 @@ def coerce(key: str, value):
     """Turn a string (from a CLI, a preset or MLflow) into the field's type."""
     if key not in FIELD_TYPES:
         raise ConfigError(f"unknown setting '{key}': known settings are {', '.join(FIELD_TYPES)}")
+    if key == "jit_compile" and isinstance(value, bool):  # YAML's true/false
+        return str(value).lower()
     if value is None or not isinstance(value, str):
         return value
     kind = FIELD_TYPES[key]

@@ -5,6 +5,7 @@ evaluation of validation and test → everything recorded in MLflow through `tra
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shutil
 from dataclasses import dataclass
@@ -15,12 +16,12 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.class_weight import compute_class_weight
 
-from . import augment, models, tracking
+from . import augment, devices, models, tracking
 from .precision import dtype_policy
 from .resume import ResumableEarlyStopping, ResumablePlateau
 from .tracking import tags as T
 from . import data as fer_data
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .metrics import curves_figure, evaluate_split
 
 
@@ -76,14 +77,23 @@ def build_model(cfg: TrainConfig) -> tuple[keras.Model, augment.AugParams]:
     return model, aug
 
 
-def float32_copy(cfg: TrainConfig, model: keras.Model) -> keras.Model:
+def float32_copy(cfg: TrainConfig, model: keras.Model, *, always: bool = False) -> keras.Model:
     """The same model and weights in float32 (mixed precision keeps float32 variables): what is
-    evaluated, saved and logged, so every recorded figure belongs to the model a user loads."""
-    if cfg.precision == "float32":
+    evaluated, saved and logged, so every recorded figure belongs to the model a user loads.
+    `always`: a fresh copy even in float32 (after data parallelism: one device's plain arrays)."""
+    if cfg.precision == "float32" and not always:
         return model
     copy, _ = build_model(dataclasses.replace(cfg, precision="float32"))
     copy.set_weights(model.get_weights())
     return copy
+
+
+def jit_compile(cfg: TrainConfig) -> bool | str:
+    """`auto`: XLA on JAX (its only fast path), else Keras's own rule (TensorFlow: XLA only where a GPU
+    is visible; on this project's CPUs XLA made the TensorFlow step slower)."""
+    if cfg.jit_compile == "auto":
+        return True if keras.backend.backend() == "jax" else "auto"
+    return cfg.jit_compile == "true"
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -166,21 +176,37 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
         if needed not in ds.splits:
             raise fer_data.DataError(f"data '{cfg.data}' has no {needed} split: training needs train/ "
                                      f"(validation is carved from it); use `fer-exp evaluate` for a test-only folder")
-    model, aug = build_model(cfg)  # before the run: a bad model or weights leaves no run behind
+    n_devices = devices.resolve(cfg.devices)
+    if cfg.batch_size % n_devices:
+        raise ConfigError(f"batch_size={cfg.batch_size} does not split over {n_devices} devices: pass a multiple "
+                          f"of {n_devices} (it is the global batch)")
+    parallel = contextlib.ExitStack()
+    parallel.enter_context(devices.data_parallel(n_devices))  # variables are created replicated
+    try:
+        model, aug = build_model(cfg)  # before the run: a bad model or weights leaves no run behind
+    except BaseException:
+        parallel.close()
+        raise
     tags = {T.SYNTHETIC: str(ds.synthetic).lower(), T.MODEL: cfg.model, T.DATASET: ds.name,
             T.INIT: initialisation(cfg), T.PRESET: preset or "none", **(extra_tags or {})}
-    with tracker.run(experiment=experiment or tracking.experiment_name_for(ds.synthetic),
+    with parallel, tracker.run(experiment=experiment or tracking.experiment_name_for(ds.synthetic),
                      run_name=run_name(cfg, ds, preset, tags.get(T.TRIAL_NUMBER, "")), tags=tags,
                      description=describe(cfg, ds, preset), resume_run_id=resume_run_id,
                      parent_run_id=parent_run_id) as run_id:
         tracker.log_config(dataclasses.asdict(cfg))
         tracker.log_params({**dataclasses.asdict(cfg), **{f"aug_{k}": v for k, v in dataclasses.asdict(aug).items()},
-                             **models.param_counts(model), "keras_backend": keras.backend.backend()})
+                             **models.param_counts(model), **devices.describe(), "devices_used": n_devices,
+                             # the learning rate is the global batch's, whatever the device count
+                             "batch_per_device": cfg.batch_size // n_devices})
         tracker.log_dataset(ds)
         train_split, val_split = ds.splits["train"], ds.splits["val"]
         steps = -(-len(train_split.y) // cfg.batch_size)
         loss, targets = loss_and_targets(cfg)
-        model.compile(optimizer=make_optimizer(cfg, steps), loss=loss, metrics=["accuracy"])
+        # Over several devices validation is padded with copies that weigh 0 (`_feeds`): accuracy is
+        # then a weighted metric (plain `metrics` ignore sample weights), exact for the real images.
+        accuracy = {"weighted_metrics" if n_devices > 1 else "metrics": ["accuracy"]}
+        model.compile(optimizer=make_optimizer(cfg, steps), loss=loss, **accuracy, jit_compile=jit_compile(cfg))
+        tracker.log_params({"jit_compile_used": model.jit_compile})
         history_csv = backup_dir(run_id) / "history.csv"
         history_csv.parent.mkdir(parents=True, exist_ok=True)
         state = backup_dir(run_id) / "state"
@@ -198,16 +224,11 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
             tracker.epoch_callback(len(train_split.y)),
             *callbacks,
         ]
-        if cfg.mixup:
-            feed = dict(x=augment.MixupBatches(train_split.x, train_split.y, batch_size=cfg.batch_size,
-                                               alpha=cfg.mixup, num_classes=models.CLASSES_COUNT, seed=cfg.seed))
-        else:
-            feed = dict(x=train_split.x.astype("float32"), y=targets(train_split.y), batch_size=cfg.batch_size)
-        history = model.fit(**feed, epochs=cfg.epochs,
-                            validation_data=(val_split.x.astype("float32"), targets(val_split.y)),
-                            class_weight=class_weights(cfg, train_split.y), callbacks=fit_callbacks,
+        feed, validation = _feeds(cfg, train_split, val_split, targets, n_devices)
+        history = model.fit(**feed, epochs=cfg.epochs, validation_data=validation, callbacks=fit_callbacks,
                             verbose=verbose)
-        model = float32_copy(cfg, model)
+        parallel.close()  # one device from here on: evaluation, saving and logging take any batch size
+        model = float32_copy(cfg, model, always=n_devices > 1)
         metrics = _log_results(cfg, ds, model, history_csv, tracker)
         model_uri = tracker.log_model(model, val_split.x, file_stem=cfg.model, register=cfg.register,
                                       name=preset or cfg.model,
@@ -215,6 +236,30 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
         tracker.set_tag(T.MODEL_URI, model_uri)
         shutil.rmtree(backup_dir(run_id), ignore_errors=True)
         return TrainResult(run_id, model_uri, metrics, model, len(history.epoch))
+
+
+def _feeds(cfg: TrainConfig, train_split, val_split, targets, n_devices: int) -> tuple[dict, tuple]:
+    """`fit`'s training feed and validation data. On one device, plain arrays (the fastest feed here),
+    or `augment.Batches` for mixup. Over several, every batch must split evenly: training batches are
+    all full (`Batches(full_batches=True)`), and validation is padded to whole batches with copies
+    that weigh 0, so its accuracy is exactly that of the real images (its loss, averaged over the
+    padded batch, is low by at most the padding's share: < one batch of the split)."""
+    weights = class_weights(cfg, train_split.y)
+    if n_devices == 1 and not cfg.mixup:
+        feed = dict(x=train_split.x.astype("float32"), y=targets(train_split.y), batch_size=cfg.batch_size,
+                    class_weight=weights)
+        return feed, (val_split.x.astype("float32"), targets(val_split.y))
+    per_image = None if weights is None else np.array([weights[int(c)] for c in train_split.y], dtype="float32")
+    onehot = bool(cfg.label_smoothing or cfg.mixup)
+    feed = dict(x=augment.Batches(train_split.x, train_split.y, batch_size=cfg.batch_size, alpha=cfg.mixup,
+                                  num_classes=models.CLASSES_COUNT, seed=cfg.seed, full_batches=n_devices > 1,
+                                  onehot=onehot, sample_weight=per_image))
+    x, y = val_split.x.astype("float32"), targets(val_split.y)
+    if n_devices == 1:
+        return feed, (x, y)
+    pad = -len(x) % cfg.batch_size
+    w = np.concatenate([np.ones(len(x), "float32"), np.zeros(pad, "float32")])
+    return feed, (np.concatenate([x, x[:pad]]), np.concatenate([y, y[:pad]]), w)
 
 
 def _log_results(cfg: TrainConfig, ds: fer_data.Dataset, model: keras.Model, history_csv: Path, tracker) -> dict:

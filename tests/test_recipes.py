@@ -62,7 +62,7 @@ def test_ensemble_and_tta_average_probabilities():
 def test_mixup_batches_blend_images_and_labels_alike():
     x = _faces(10).astype("uint8")
     y = np.arange(10)                              # one class per image: a label names its images
-    feed = augment.MixupBatches(x, y, batch_size=4, alpha=0.4, num_classes=10, seed=3)
+    feed = augment.Batches(x, y, batch_size=4, alpha=0.4, num_classes=10, seed=3)
     assert len(feed) == 3
     xb, yb = feed[0]
     assert xb.shape == (4, 48, 48, 1) and yb.shape == (4, 10)
@@ -71,7 +71,7 @@ def test_mixup_batches_blend_images_and_labels_alike():
     for img, lab in zip(xb, yb):                   # image = λ·a + (1−λ)·b with the label's own weights
         expected = sum(w * x[c].astype("float32") for c, w in enumerate(lab) if w > 0)
         np.testing.assert_allclose(img, expected, atol=1e-2)
-    again = augment.MixupBatches(x, y, batch_size=4, alpha=0.4, num_classes=10, seed=3)[0]
+    again = augment.Batches(x, y, batch_size=4, alpha=0.4, num_classes=10, seed=3)[0]
     np.testing.assert_array_equal(again[0], xb)    # reproducible from the seed
     feed.on_epoch_end()
     assert not np.array_equal(feed[0][0], xb)      # a new epoch, new order and mixtures
