@@ -1,0 +1,20 @@
+"""Facial-emotion recognition experiments on FER-2013, tracked in MLflow and tuned with Optuna.
+
+The Keras backend is Keras's own choice (KERAS_BACKEND, else ~/.keras/keras.json), with one default
+of ours: where JAX with CUDA is installed (``pip install 'fer_experiments[gpu]'``) and KERAS_BACKEND is
+not set, JAX is used — it is the install's only backend that trains on the GPU (TensorFlow comes as
+tensorflow-cpu). On CPU, TensorFlow stays the default: it ran the training step 3–5× faster than JAX
+on this project's 2-core CPU (README, "Accelerators"). Set KERAS_BACKEND to choose yourself.
+"""
+import importlib.util
+import os
+
+CUDA_JAX_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin")
+
+
+def _has_cuda_jax() -> bool:
+    return any(importlib.util.find_spec(name) is not None for name in CUDA_JAX_PLUGINS)
+
+
+if "KERAS_BACKEND" not in os.environ and _has_cuda_jax():
+    os.environ["KERAS_BACKEND"] = "jax"
