@@ -82,6 +82,7 @@ def test_import_makes_an_ordinary_run_and_refuses_twice(file_run, store):
     recorded = sorted((m["step"], m["value"]) for m in lines if m["key"] == "epoch/val_accuracy")
     assert sorted((h.step, h.value) for h in history) == recorded
     assert run.data.metrics["test_accuracy"] == next(m["value"] for m in lines if m["key"] == "test_accuracy")
+    assert {d.dataset.name.rsplit("-", 1)[1] for d in run.inputs.dataset_inputs} == {"train", "val", "test"}
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "evaluation/val")}
     assert "evaluation/val/confusion_matrix.png" in names
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -52,7 +53,8 @@ class FileTracker:
         (self.folder / "artifacts").mkdir(parents=True, exist_ok=True)
         meta = self._read("run.json") if resume_run_id and (self.folder / "run.json").exists() else {
             "format": FORMAT, "run_id": run_id, "experiment": experiment, "run_name": run_name,
-            "tags": {k: str(v) for k, v in tags.items()}, "description": description, "start_time": _now_ms()}
+            "tags": {k: str(v) for k, v in tags.items()}, "description": description, "start_time": _now_ms(),
+            "source": Path(sys.argv[0]).name or "python"}
         self._write_meta({**meta, "status": "RUNNING", "end_time": None})
         try:
             yield run_id

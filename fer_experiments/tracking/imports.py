@@ -8,13 +8,16 @@ new run id, so importing it twice is refused rather than duplicated.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import keras
 import mlflow
 import numpy as np
-from mlflow.entities import Metric, Param, RunTag
-from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Metric, Param
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 
 from ..errors import UserError
 from . import files, runs
@@ -54,6 +57,7 @@ def import_run(folder: str | Path, *, experiment: str | None = None) -> str:
     for key, value in EXPERIMENT_KIND.items():
         client.set_experiment_tag(exp_id, key, value)
     tags = {**meta["tags"], T.IMPORTED_FROM: str(folder.resolve()),
+            MLFLOW_SOURCE_NAME: meta.get("source", "fer-exp"), MLFLOW_SOURCE_TYPE: "LOCAL",
             **({MLFLOW_RUN_NOTE: meta["description"]} if meta.get("description") else {})}
     run = client.create_run(exp_id, start_time=meta["start_time"], tags=tags, run_name=meta["run_name"])
     run_id = run.info.run_id
@@ -76,15 +80,31 @@ def _log_contents(client: mlflow.MlflowClient, run_id: str, folder: Path) -> Non
     if (folder / "artifacts").is_dir():
         client.log_artifacts(run_id, str(folder / "artifacts"))
     model_json = folder / "model" / "model.json"
-    if model_json.exists():
-        spec = json.loads(model_json.read_text())
-        model = keras.saving.load_model(folder / "model" / spec["file"])
-        example = np.load(folder / "model" / "input_example.npy")
-        with mlflow.start_run(run_id=run_id):  # log_model_files works on the active run
+    with mlflow.start_run(run_id=run_id):  # the fluent calls below work on the active run
+        _log_datasets(folder / "artifacts" / "data" / "dataset.json")
+        if model_json.exists():
+            spec = json.loads(model_json.read_text())
+            model = keras.saving.load_model(folder / "model" / spec["file"])
+            example = np.load(folder / "model" / "input_example.npy")
             uri = runs.log_model_files(model, example, file_stem=Path(spec["file"]).stem, register=spec["register"],
                                        name=spec["name"], metrics=spec["metrics"])
             mlflow.set_tag(T.MODEL_URI, uri)
-        # start_run/end_run would mark it FINISHED now; the caller sets the recorded status and time
+    # end_run just marked it FINISHED now; the caller sets the recorded status and end time
+
+
+def _log_datasets(path: Path) -> None:
+    """Each split as a dataset input, as `runs.log_dataset` logs it, from its recorded name and digest
+    (the images themselves stayed on the machine that trained)."""
+    if not path.exists():
+        return
+    info = json.loads(path.read_text())
+    with warnings.catch_warnings():  # MLflow cannot tell which local source class a path is; either is right
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(info["source"])
+    for split, counts in info["counts"].items():
+        dataset = MetaDataset(source, name=f"{info['name']}-{split}", digest=f"{info['digest']}-{split}"[:36])
+        mlflow.log_input(dataset, context=split, tags={"counts": json.dumps(counts), "images": str(sum(counts.values())),
+                                                       "synthetic": str(info["synthetic"])})
 
 
 def _metric_lines(folder: Path) -> list[dict]:
