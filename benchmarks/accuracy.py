@@ -60,6 +60,7 @@ def run_recipe(text: str, data: str, *, seed: int = 42) -> dict:
     extra = " ".join(f"-P {k}={v}" for k, v in overrides.items())
     return {
         "recipe": text, "preset": preset, "model": cfg.model, "overrides": overrides,
+        "precision": cfg.resolved().precision,
         "epochs": result.epochs_run, "minutes": round(minutes, 2),
         # the run's own speed beside its minutes (this machine's speed varies from hour to hour)
         "train_images_per_second": round(n_train * result.epochs_run / (minutes * 60)),
