@@ -37,8 +37,8 @@ def resolve(precision: str) -> str:
 
     GPU/TPU: ``mixed_bfloat16`` (native on TPUs and on NVIDIA GPUs from Ampere on; pass
     ``mixed_float16`` on older GPUs). CPU on TensorFlow: bf16 where the CPU has it (oneDNN). CPU on
-    JAX: float32 — XLA's CPU backend gained nothing from bf16 here (custom_aug 84–103 img/s bf16 vs
-    91–94 float32, measured 2026-11-30 on the 2-core EPYC)."""
+    JAX: float32 — XLA's CPU backend gained nothing from bf16 here (custom_aug 118–155 img/s bf16 vs
+    130–165 float32, measured 2026-11-30 on the 2-core EPYC)."""
     if precision != "auto":
         return precision
     from . import devices  # noqa: PLC0415
