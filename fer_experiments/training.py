@@ -257,9 +257,9 @@ def _feeds(cfg: TrainConfig, train_split, val_split, targets, n_devices: int) ->
     x, y = val_split.x.astype("float32"), targets(val_split.y)
     if n_devices == 1:
         return feed, (x, y)
-    pad = -len(x) % cfg.batch_size
-    w = np.concatenate([np.ones(len(x), "float32"), np.zeros(pad, "float32")])
-    return feed, (np.concatenate([x, x[:pad]]), np.concatenate([y, y[:pad]]), w)
+    copies = np.arange(-len(x) % cfg.batch_size) % len(x)  # any split size, even under one batch
+    w = np.concatenate([np.ones(len(x), "float32"), np.zeros(len(copies), "float32")])
+    return feed, (np.concatenate([x, x[copies]]), np.concatenate([y, y[copies]]), w)
 
 
 def _log_results(cfg: TrainConfig, ds: fer_data.Dataset, model: keras.Model, history_csv: Path, tracker) -> dict:
