@@ -83,7 +83,7 @@ def with_temperature(model: keras.Model, t: float) -> keras.Model:
     if not isinstance(net, keras.Model):  # the network itself, no augmenter in front
         front, net = [], model
     head = net.get_layer("probabilities")
-    features = keras.Model(net.inputs, head.input, name=f"{net.name}_features")
+    features = keras.Model(net.inputs, head.input, name=net.name)  # the network, up to its logits
     logits = keras.layers.Dense(head.units, name="logits", dtype="float32")
     inputs = keras.Input(model.inputs[0].shape[1:], name="pixels")
     x = inputs

@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import (ConfusionMatrixDisplay, accuracy_score, classification_report,  # noqa: E402
                              confusion_matrix, f1_score, precision_recall_fscore_support)
 
+from . import calibration  # noqa: E402
 from .data import CLASSES  # noqa: E402
 
 LABELS = list(range(len(CLASSES)))
@@ -28,6 +29,7 @@ class SplitEvaluation:
     y_true: np.ndarray
     probs: np.ndarray
     extra: dict = field(default_factory=dict)  # e.g. TTA accuracies, logged next to the plain ones
+    temperature: float | None = None  # fitted on validation: calibrated ECE/NLL are logged beside the plain ones
 
     @property
     def prefix(self) -> str:
@@ -54,7 +56,17 @@ class SplitEvaluation:
             out[f"{pre}_per_class/recall_{name}"] = float(r[i])
             out[f"{pre}_per_class/f1_{name}"] = float(f[i])
         out.update({f"{pre}_{k}": float(v) for k, v in self.extra.items()})
+        group = f"{pre}_calibration"  # one chart group: ECE and NLL, before and after temperature scaling
+        out[f"{group}/ece"] = calibration.ece(self.probs, self.y_true)
+        out[f"{group}/nll"] = calibration.nll(self.probs, self.y_true)
+        if self.temperature:
+            scaled = calibration.scale(self.probs, self.temperature)
+            out[f"{group}/ece_calibrated"] = calibration.ece(scaled, self.y_true)
+            out[f"{group}/nll_calibrated"] = calibration.nll(scaled, self.y_true)
         return out
+
+    def reliability_figure(self, title: str = ""):
+        return calibration.reliability_figure(self.probs, self.y_true, t=self.temperature, title=title)
 
     def confusion(self) -> np.ndarray:
         return confusion_matrix(self.y_true, self.y_pred, labels=LABELS)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.class_weight import compute_class_weight
 
-from . import augment, devices, models, tracking
+from . import augment, calibration, devices, models, tracking
 from .precision import dtype_policy
 from .resume import ResumableEarlyStopping, ResumablePlateau
 from .tracking import tags as T
@@ -229,9 +229,12 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
                             verbose=verbose)
         parallel.close()  # one device from here on: evaluation, saving and logging take any batch size
         model = float32_copy(cfg, model, always=n_devices > 1)
-        metrics = _log_results(cfg, ds, model, history_csv, tracker)
+        metrics, temperature = _log_results(cfg, ds, model, history_csv, tracker)
+        # What is logged, served and exported reports calibrated probabilities (same decisions);
+        # the model before temperature scaling is kept beside it.
+        plain, model = model, calibration.with_temperature(model, temperature)
         model_uri = tracker.log_model(model, val_split.x, file_stem=cfg.model, register=cfg.register,
-                                      name=preset or cfg.model,
+                                      name=preset or cfg.model, plain=plain,
                                       metrics={k: v for k, v in metrics.items() if "/" not in k and "_tta_" not in k})
         tracker.set_tag(T.MODEL_URI, model_uri)
         shutil.rmtree(backup_dir(run_id), ignore_errors=True)
@@ -262,16 +265,24 @@ def _feeds(cfg: TrainConfig, train_split, val_split, targets, n_devices: int) ->
     return feed, (np.concatenate([x, x[copies]]), np.concatenate([y, y[copies]]), w)
 
 
-def _log_results(cfg: TrainConfig, ds: fer_data.Dataset, model: keras.Model, history_csv: Path, tracker) -> dict:
+def _log_results(cfg: TrainConfig, ds: fer_data.Dataset, model: keras.Model, history_csv: Path,
+                 tracker) -> tuple[dict, float]:
+    """Evaluate validation and test, fit the temperature on validation only, record it all; returns
+    the metrics and the temperature."""
     metrics: dict = {}
+    temperature = None
     for split in ("val", "test"):
         if split in ds.splits:
             # Ten-crop is the matching evaluation of crop training; flip TTA is cheap for every model.
             ev = evaluate_split(model, split, ds.splits[split].x, ds.splits[split].y,
                                 tta=("flip", "tencrop") if cfg.crop else ("flip",))
+            if split == "val":
+                temperature = calibration.fit_temperature(ev.probs, ev.y_true)
+                tracker.log_params({"temperature": round(temperature, 4)})
+            ev.temperature = temperature
             metrics.update(tracker.log_evaluation(ev, f"{cfg.model} on {ds.name} — {split}"))
     history = pd.read_csv(history_csv)
     summary = {"epochs_run": float(len(history)), "best_val_accuracy": float(history["val_accuracy"].max())}
     tracker.log_history(history_csv, curves_figure(history, f"{cfg.model} on {ds.name}"))
     tracker.log_summary(summary, all_metrics={**metrics, **summary})
-    return {**metrics, **summary}
+    return {**metrics, **summary}, temperature

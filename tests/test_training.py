@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import SMALL_DATA, all_runs
 
+from fer_experiments import calibration
 from fer_experiments import data as fer_data
 from fer_experiments.config import build_config
 from fer_experiments.training import train
@@ -58,6 +59,17 @@ def test_two_epoch_run_records_everything(store, small_cfg):
     import keras
 
     np.testing.assert_allclose(keras.saving.load_model(keras_file).predict(x, verbose=0), expected, atol=1e-5)
+    # Calibration: the temperature is fitted on validation (its NLL can only go down), the logged model
+    # reports the tempered probabilities of the uncalibrated one kept beside it, with the same decisions.
+    t = float(params["temperature"])
+    m = run.data.metrics
+    assert m["validation_calibration/nll_calibrated"] <= m["validation_calibration/nll"] + 1e-9
+    assert {"test_calibration/ece", "test_calibration/ece_calibrated"} <= set(m)
+    plain_file = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="keras/custom_aug-uncalibrated.keras")
+    plain = keras.saving.load_model(plain_file).predict(x, verbose=0)
+    np.testing.assert_allclose(calibration.scale(plain, t), expected, atol=1e-5)
+    np.testing.assert_array_equal(plain.argmax(axis=1), expected.argmax(axis=1))
+    assert "evaluation/val/reliability.png" in {a.path for a in client.list_artifacts(result.run_id, "evaluation/val")}
 
 
 @pytest.mark.slow

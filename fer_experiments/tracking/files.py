@@ -123,9 +123,10 @@ class FileTracker:
         base = f"evaluation/{ev.split}"
         self._artifact(f"{base}/confusion_matrix.json").write_text(ev.confusion_json())
         self._artifact(f"{base}/classification_report.txt").write_text(ev.report())
-        fig = ev.confusion_figure(title)
-        fig.savefig(self._artifact(f"{base}/confusion_matrix.png"))
-        plt.close(fig)
+        for fig, name in ((ev.confusion_figure(title), "confusion_matrix"),
+                          (ev.reliability_figure(f"calibration — {title}"), "reliability")):
+            fig.savefig(self._artifact(f"{base}/{name}.png"))
+            plt.close(fig)
         return metrics
 
     def log_history(self, history_csv: Path, curves_fig) -> None:
@@ -140,10 +141,12 @@ class FileTracker:
         self._artifact("evaluation/metrics.json").write_text(json.dumps(all_metrics, indent=1, sort_keys=True))
 
     def log_model(self, model: keras.Model, x_example, *, file_stem: str, register: str = "", name: str = "model",
-                  metrics: dict | None = None) -> str:
+                  metrics: dict | None = None, plain: keras.Model | None = None) -> str:
         folder = self.folder / "model"
         folder.mkdir(exist_ok=True)
         model.save(folder / f"{file_stem}.keras")
+        if plain is not None:  # an ordinary artifact once imported, as in a tracked run
+            plain.save(self._artifact(f"keras/{file_stem}-uncalibrated.keras"))
         np.save(folder / "input_example.npy", np.asarray(x_example[:2], dtype="float32"))
         (folder / "model.json").write_text(json.dumps(
             {"file": f"{file_stem}.keras", "name": name, "register": register, "metrics": metrics or {}}, indent=1))

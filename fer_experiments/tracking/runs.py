@@ -127,11 +127,8 @@ def log_evaluation(ev: SplitEvaluation, title: str = "") -> dict[str, float]:
     base = f"evaluation/{ev.split}"
     mlflow.log_text(ev.confusion_json(), f"{base}/confusion_matrix.json")
     mlflow.log_text(ev.report(), f"{base}/classification_report.txt")
-    fig = ev.confusion_figure(title)
-    mlflow.log_figure(fig, f"{base}/confusion_matrix.png")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    plt.close(fig)
+    log_figure(ev.confusion_figure(title), f"{base}/confusion_matrix.png")
+    log_figure(ev.reliability_figure(f"calibration — {title}"), f"{base}/reliability.png")
     return metrics
 
 
@@ -143,7 +140,7 @@ def log_figure(fig, path: str) -> None:
 
 
 def log_model_files(model: keras.Model, x_example: np.ndarray, *, file_stem: str, register: str = "",
-                    name: str = "model", metrics: dict | None = None) -> str:
+                    name: str = "model", metrics: dict | None = None, plain: keras.Model | None = None) -> str:
     """The Keras 3 flavour (with a signature) as a LoggedModel called `name` (the preset or model, so
     the Models tab tells them apart) carrying `metrics`, the plain `.keras` file, a summary and a
     diagram. Returns the logged model's URI (``models:/m-…``)."""
@@ -158,6 +155,9 @@ def log_model_files(model: keras.Model, x_example: np.ndarray, *, file_stem: str
         path = Path(tmp) / f"{file_stem}.keras"
         model.save(path)
         mlflow.log_artifact(str(path), "keras")
+        if plain is not None:  # the model before temperature scaling, still at hand
+            plain.save(Path(tmp) / f"{file_stem}-uncalibrated.keras")
+            mlflow.log_artifact(str(Path(tmp) / f"{file_stem}-uncalibrated.keras"), "keras")
         lines: list[str] = []
         model.summary(print_fn=lambda s, **_: lines.append(s), expand_nested=False)
         mlflow.log_text("\n".join(lines), "model_summary.txt")

@@ -53,9 +53,9 @@ class MlflowTracker:
         self._runs.log_summary(summary, all_metrics)
 
     def log_model(self, model: keras.Model, x_example, *, file_stem: str, register: str = "", name: str = "model",
-                  metrics: dict | None = None) -> str:
+                  metrics: dict | None = None, plain: keras.Model | None = None) -> str:
         return self._runs.log_model_files(model, x_example, file_stem=file_stem, register=register, name=name,
-                                    metrics=metrics)
+                                          metrics=metrics, plain=plain)
 
     def set_tag(self, key: str, value: str) -> None:
         self._runs.set_tag(key, value)
