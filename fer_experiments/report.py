@@ -22,9 +22,9 @@ from .errors import UserError
 import matplotlib.pyplot as plt  # noqa: E402,I001
 
 PARAMS = ("model", "epochs", "optimizer", "learning_rate", "schedule", "dropout", "aug_strength", "crop",
-          "mixup", "label_smoothing", "unfreeze", "weights", "image_size", "dataset", "total_params")
+          "mixup", "label_smoothing", "unfreeze", "weights", "image_size", "dataset", "total_params", "temperature")
 METRICS = ("epochs_run", "validation_accuracy", "test_accuracy", "test_macro_f1", "test_tta_flip_accuracy",
-           "test_tta_tencrop_accuracy")
+           "test_tta_tencrop_accuracy", "test_calibration/ece", "test_calibration/ece_calibrated")
 CONFUSION_PANELS = 6  # at most this many confusion matrices side by side (the best by validation)
 
 

@@ -34,7 +34,8 @@ def test_report_rows_match_the_runs_and_keep_synthetic_apart(store, small_cfg, t
     client = mlflow.MlflowClient()
     for _, row in pd.concat([synthetic, real_rows]).iterrows():
         metrics = client.get_run(row["run_id"]).data.metrics
-        for key in ("validation_accuracy", "test_accuracy", "test_macro_f1", "test_tta_flip_accuracy"):
+        for key in ("validation_accuracy", "test_accuracy", "test_macro_f1", "test_tta_flip_accuracy",
+                    "test_calibration/ece", "test_calibration/ece_calibrated"):
             assert row[key] == pytest.approx(metrics[key]), key
         assert str(row["total_params"]) == client.get_run(row["run_id"]).data.params["total_params"]
         assert row["minutes"] > 0
