@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import (ConfusionMatrixDisplay, accuracy_score, classification_report,  # noqa: E402
                              confusion_matrix, f1_score, precision_recall_fscore_support)
 
-from . import calibration  # noqa: E402
+from . import calibration, errors_gallery  # noqa: E402
 from .data import CLASSES  # noqa: E402
 
 LABELS = list(range(len(CLASSES)))
@@ -30,6 +30,7 @@ class SplitEvaluation:
     probs: np.ndarray
     extra: dict = field(default_factory=dict)  # e.g. TTA accuracies, logged next to the plain ones
     temperature: float | None = None  # fitted on validation: calibrated ECE/NLL are logged beside the plain ones
+    x: np.ndarray | None = field(default=None, repr=False)  # the faces, for the error gallery
 
     @property
     def prefix(self) -> str:
@@ -67,6 +68,13 @@ class SplitEvaluation:
 
     def reliability_figure(self, title: str = ""):
         return calibration.reliability_figure(self.probs, self.y_true, t=self.temperature, title=title)
+
+    def mistakes(self) -> pd.DataFrame:
+        """The most confident mistakes per true class (`errors_gallery`)."""
+        return errors_gallery.confident_mistakes(self.probs, self.y_true)
+
+    def mistakes_figure(self, title: str = ""):
+        return None if self.x is None else errors_gallery.gallery_figure(self.x, self.mistakes(), title)
 
     def confusion(self) -> np.ndarray:
         return confusion_matrix(self.y_true, self.y_pred, labels=LABELS)
@@ -161,7 +169,7 @@ def evaluate_split(models, split: str, x: np.ndarray, y: np.ndarray, *,
     per_view = _view_probs(models, x, widest)
     extra = {f"tta_{kind}_accuracy": float(accuracy_score(y, _select(per_view, kind).argmax(axis=1)))
              for kind in tta}
-    return SplitEvaluation(split=split, y_true=np.asarray(y), probs=_select(per_view, "none"), extra=extra)
+    return SplitEvaluation(split=split, y_true=np.asarray(y), probs=_select(per_view, "none"), extra=extra, x=x)
 
 
 def curves_figure(history: pd.DataFrame, title: str = ""):

@@ -64,3 +64,26 @@ def test_reliability_figure_draws_both_curves():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_confident_mistakes_are_the_most_confident_wrong_ones_per_class():
+    from fer_experiments.data import CLASSES
+    from fer_experiments.errors_gallery import confident_mistakes, gallery_figure
+
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 7, 400)
+    probs = rng.dirichlet(np.ones(7), 400)
+    table = confident_mistakes(probs, y, per_class=3)
+    pred, conf = probs.argmax(axis=1), probs.max(axis=1)
+    for c, name in enumerate(CLASSES):
+        rows = table[table["true"] == name]
+        wrong = np.flatnonzero((y == c) & (pred != c))
+        expected = wrong[np.argsort(-conf[wrong])][:3]            # brute force, independent of the sort used
+        assert list(rows["index"]) == list(expected)
+        assert all(pred[i] != c for i in rows["index"]) and list(rows["confidence"]) == sorted(rows["confidence"], reverse=True)
+    x = rng.uniform(0, 255, (400, 48, 48, 1))
+    fig = gallery_figure(x, table, per_class=3)
+    assert sum(bool(ax.images) for ax in fig.axes) == len(table)  # one face drawn per listed mistake
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

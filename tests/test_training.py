@@ -11,6 +11,7 @@ import textwrap
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import SMALL_DATA, all_runs
 
@@ -69,7 +70,11 @@ def test_two_epoch_run_records_everything(store, small_cfg):
     plain = keras.saving.load_model(plain_file).predict(x, verbose=0)
     np.testing.assert_allclose(calibration.scale(plain, t), expected, atol=1e-5)
     np.testing.assert_array_equal(plain.argmax(axis=1), expected.argmax(axis=1))
-    assert "evaluation/val/reliability.png" in {a.path for a in client.list_artifacts(result.run_id, "evaluation/val")}
+    val_artifacts = {a.path for a in client.list_artifacts(result.run_id, "evaluation/val")}
+    assert {"evaluation/val/reliability.png", "evaluation/val/confident_mistakes.png"} <= val_artifacts
+    mistakes = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=result.run_id,
+                                                                artifact_path="evaluation/test/confident_mistakes.csv"))
+    assert (mistakes["true"] != mistakes["predicted"]).all() and len(mistakes) > 0
 
 
 @pytest.mark.slow

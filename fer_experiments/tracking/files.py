@@ -123,10 +123,13 @@ class FileTracker:
         base = f"evaluation/{ev.split}"
         self._artifact(f"{base}/confusion_matrix.json").write_text(ev.confusion_json())
         self._artifact(f"{base}/classification_report.txt").write_text(ev.report())
+        self._artifact(f"{base}/confident_mistakes.csv").write_text(ev.mistakes().to_csv(index=False))
         for fig, name in ((ev.confusion_figure(title), "confusion_matrix"),
-                          (ev.reliability_figure(f"calibration — {title}"), "reliability")):
-            fig.savefig(self._artifact(f"{base}/{name}.png"))
-            plt.close(fig)
+                          (ev.reliability_figure(f"calibration — {title}"), "reliability"),
+                          (ev.mistakes_figure(f"most confident mistakes — {title}"), "confident_mistakes")):
+            if fig is not None:
+                fig.savefig(self._artifact(f"{base}/{name}.png"))
+                plt.close(fig)
         return metrics
 
     def log_history(self, history_csv: Path, curves_fig) -> None:

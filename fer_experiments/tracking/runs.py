@@ -129,6 +129,10 @@ def log_evaluation(ev: SplitEvaluation, title: str = "") -> dict[str, float]:
     mlflow.log_text(ev.report(), f"{base}/classification_report.txt")
     log_figure(ev.confusion_figure(title), f"{base}/confusion_matrix.png")
     log_figure(ev.reliability_figure(f"calibration — {title}"), f"{base}/reliability.png")
+    mlflow.log_text(ev.mistakes().to_csv(index=False), f"{base}/confident_mistakes.csv")
+    gallery = ev.mistakes_figure(f"most confident mistakes — {title}")
+    if gallery is not None:
+        log_figure(gallery, f"{base}/confident_mistakes.png")
     return metrics
 
 
