@@ -106,11 +106,10 @@ def train(preset, mlflow_experiment, resume_run_id, run_folder, **options):
     """Train one registered model and record it in MLflow (or, with --run-folder, in a folder)."""
     from . import tracking, training  # noqa: PLC0415 — TensorFlow import only when needed
 
-    tracker = tracking.FileTracker(run_folder) if run_folder else None
+    tracker = tracking.FileTracker(run_folder) if run_folder else tracking.MlflowTracker()
     if resume_run_id:
-        cfg = cfgmod.TrainConfig(**(tracker.run_config(resume_run_id) if tracker
-                                    else tracking.run_config(resume_run_id))).validate()
-        preset = (tracker.run_tags(resume_run_id) if tracker else tracking.run_tags(resume_run_id)).get(tracking.tags.PRESET)
+        cfg = cfgmod.TrainConfig(**tracker.run_config(resume_run_id)).validate()
+        preset = tracker.run_tags(resume_run_id).get(tracking.tags.PRESET)
     else:
         cfg = cfgmod.build_config(preset, **options)
     result = training.train(cfg, experiment=mlflow_experiment, resume_run_id=resume_run_id, tracker=tracker,

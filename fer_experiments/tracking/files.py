@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from ..errors import UserError
+from . import records
 from .epochs import EpochMetrics
 
 FORMAT = 1  # the folder layout's version, checked on import
@@ -95,7 +96,7 @@ class FileTracker:
     def log_params(self, params: dict) -> None:
         path = self.folder / "params.json"
         existing = json.loads(path.read_text()) if path.exists() else {}
-        fresh = {k: "none" if v is None else str(v) for k, v in params.items() if k not in existing}
+        fresh = {k: records.param_value(v) for k, v in params.items() if k not in existing}
         self._write_json("params.json", {**existing, **fresh})
 
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
@@ -105,12 +106,8 @@ class FileTracker:
                 f.write(json.dumps({"key": key, "value": float(value), "step": int(step), "timestamp": stamp}) + "\n")
 
     def log_dataset(self, ds) -> None:
-        counts = ds.counts()
-        self._artifact("data/dataset.json").write_text(json.dumps(
-            {"name": ds.name, "kind": ds.kind, "source": ds.source, "digest": ds.digest, "synthetic": ds.synthetic,
-             "counts": counts, "notes": ds.notes}, indent=1))
-        self.log_params({"dataset": ds.name, "dataset_digest": ds.digest, "dataset_kind": ds.kind,
-                         **{f"n_{split}": len(part.y) for split, part in ds.splits.items()}})
+        self._artifact("data/dataset.json").write_text(json.dumps(records.dataset_record(ds), indent=1))
+        self.log_params(records.dataset_params(ds))
 
     def epoch_callback(self, n_train: int) -> keras.callbacks.Callback:
         return EpochMetrics(n_train, self.log_metrics)
@@ -120,16 +117,12 @@ class FileTracker:
 
         metrics = ev.metrics()
         self.log_metrics(metrics)
-        base = f"evaluation/{ev.split}"
-        self._artifact(f"{base}/confusion_matrix.json").write_text(ev.confusion_json())
-        self._artifact(f"{base}/classification_report.txt").write_text(ev.report())
-        self._artifact(f"{base}/confident_mistakes.csv").write_text(ev.mistakes().to_csv(index=False))
-        for fig, name in ((ev.confusion_figure(title), "confusion_matrix"),
-                          (ev.reliability_figure(f"calibration — {title}"), "reliability"),
-                          (ev.mistakes_figure(f"most confident mistakes — {title}"), "confident_mistakes")):
-            if fig is not None:
-                fig.savefig(self._artifact(f"{base}/{name}.png"))
-                plt.close(fig)
+        for path, item in records.evaluation_artifacts(ev, title).items():
+            if isinstance(item, str):
+                self._artifact(path).write_text(item)
+            else:
+                item.savefig(self._artifact(path))
+                plt.close(item)
         return metrics
 
     def log_history(self, history_csv: Path, curves_fig) -> None:

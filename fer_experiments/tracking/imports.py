@@ -20,7 +20,7 @@ from mlflow.entities import Metric, Param
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 
 from ..errors import UserError
-from . import files, runs
+from . import files, records, runs
 from . import tags as T
 from .runs import EXPERIMENT_KIND
 
@@ -103,8 +103,7 @@ def _log_datasets(path: Path) -> None:
         source = resolve_dataset_source(info["source"])
     for split, counts in info["counts"].items():
         dataset = MetaDataset(source, name=f"{info['name']}-{split}", digest=f"{info['digest']}-{split}"[:36])
-        mlflow.log_input(dataset, context=split, tags={"counts": json.dumps(counts), "images": str(sum(counts.values())),
-                                                       "synthetic": str(info["synthetic"])})
+        mlflow.log_input(dataset, context=split, tags=records.input_tags(counts, info["synthetic"]))
 
 
 def _metric_lines(folder: Path) -> list[dict]:

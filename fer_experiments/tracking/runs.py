@@ -24,6 +24,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from .. import data as fer_data
 from ..errors import UserError
 from ..metrics import SplitEvaluation
+from . import records
 from .epochs import EpochMetrics
 from .tags import experiment_name_for  # noqa: F401 — re-exported
 
@@ -92,13 +93,9 @@ def log_params(params: dict) -> None:
     ones, which the resolved config keeps by construction."""
     run = mlflow.active_run()
     existing = mlflow.get_run(run.info.run_id).data.params
-    fresh = {k: _fmt(v) for k, v in params.items() if k not in existing}
+    fresh = {k: records.param_value(v) for k, v in params.items() if k not in existing}
     if fresh:
         mlflow.log_params(fresh)
-
-
-def _fmt(value) -> str:
-    return "none" if value is None else str(value)
 
 
 def log_dataset(ds: fer_data.Dataset) -> None:
@@ -109,12 +106,9 @@ def log_dataset(ds: fer_data.Dataset) -> None:
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_numpy(part.x, targets=part.y, source=ds.source,
                                              name=f"{ds.name}-{split}", digest=f"{ds.digest}-{split}"[:36])
-        mlflow.log_input(dataset, context=split, tags={"counts": json.dumps(counts[split]),
-                                                       "images": str(len(part.y)), "synthetic": str(ds.synthetic)})
-    mlflow.log_dict({"name": ds.name, "kind": ds.kind, "source": ds.source, "digest": ds.digest,
-                     "synthetic": ds.synthetic, "counts": counts, "notes": ds.notes}, "data/dataset.json")
-    log_params({"dataset": ds.name, "dataset_digest": ds.digest, "dataset_kind": ds.kind,
-                **{f"n_{split}": len(part.y) for split, part in ds.splits.items()}})
+        mlflow.log_input(dataset, context=split, tags=records.input_tags(counts[split], ds.synthetic))
+    mlflow.log_dict(records.dataset_record(ds), "data/dataset.json")
+    log_params(records.dataset_params(ds))
 
 
 def EpochLogger(n_train: int) -> EpochMetrics:  # noqa: N802 — the callback, bound to the active run
@@ -124,15 +118,11 @@ def EpochLogger(n_train: int) -> EpochMetrics:  # noqa: N802 — the callback, b
 def log_evaluation(ev: SplitEvaluation, title: str = "") -> dict[str, float]:
     metrics = ev.metrics()
     mlflow.log_metrics(metrics)
-    base = f"evaluation/{ev.split}"
-    mlflow.log_text(ev.confusion_json(), f"{base}/confusion_matrix.json")
-    mlflow.log_text(ev.report(), f"{base}/classification_report.txt")
-    log_figure(ev.confusion_figure(title), f"{base}/confusion_matrix.png")
-    log_figure(ev.reliability_figure(f"calibration — {title}"), f"{base}/reliability.png")
-    mlflow.log_text(ev.mistakes().to_csv(index=False), f"{base}/confident_mistakes.csv")
-    gallery = ev.mistakes_figure(f"most confident mistakes — {title}")
-    if gallery is not None:
-        log_figure(gallery, f"{base}/confident_mistakes.png")
+    for path, item in records.evaluation_artifacts(ev, title).items():
+        if isinstance(item, str):
+            mlflow.log_text(item, path)
+        else:
+            log_figure(item, path)
     return metrics
 
 

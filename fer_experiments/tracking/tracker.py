@@ -60,6 +60,12 @@ class MlflowTracker:
     def set_tag(self, key: str, value: str) -> None:
         self._runs.set_tag(key, value)
 
+    def run_config(self, run_id: str) -> dict:
+        return self._runs.run_config(run_id)
+
+    def run_tags(self, run_id: str) -> dict:
+        return self._runs.run_tags(run_id)
+
 
 class NullTracker:
     """Records nothing: same calls, no run, no files (the figures are still computed and returned)."""
