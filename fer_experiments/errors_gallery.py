@@ -1,5 +1,5 @@
 """The most confident mistakes per true class: where a model is surely wrong, FER-2013's label often
-is (the dataset has many mislabelled faces). A table (split index, true, predicted, confidence) and
+is (the dataset has many mislabelled faces). A table (split index, file, true, predicted, confidence) and
 a figure of the faces, for every split a run evaluates."""
 from __future__ import annotations
 
@@ -11,17 +11,18 @@ from .data import CLASSES
 PER_CLASS = 4
 
 
-def confident_mistakes(probs: np.ndarray, y: np.ndarray, per_class: int = PER_CLASS) -> pd.DataFrame:
+def confident_mistakes(probs: np.ndarray, y: np.ndarray, per_class: int = PER_CLASS,
+                       names: np.ndarray | None = None) -> pd.DataFrame:
     """Per true class, its `per_class` wrong predictions with the highest confidence, most confident
-    first; `index` is the image's position in the split."""
+    first; `index` is the image's position in the split, `file` its file (or CSV file:line) where known."""
     pred, conf = probs.argmax(axis=1), probs.max(axis=1)
     rows = []
     for c in range(len(CLASSES)):
         wrong = np.flatnonzero((y == c) & (pred != c))
         for i in wrong[np.argsort(-conf[wrong], kind="stable")][:per_class]:
-            rows.append({"index": int(i), "true": CLASSES[c], "predicted": CLASSES[pred[i]],
+            rows.append({"index": int(i), "file": "" if names is None else str(names[i]), "true": CLASSES[c], "predicted": CLASSES[pred[i]],
                          "confidence": float(conf[i]), "p_true": float(probs[i, c])})
-    return pd.DataFrame(rows, columns=["index", "true", "predicted", "confidence", "p_true"])
+    return pd.DataFrame(rows, columns=["index", "file", "true", "predicted", "confidence", "p_true"])
 
 
 def gallery_figure(x: np.ndarray, table: pd.DataFrame, title: str = "", per_class: int = PER_CLASS):

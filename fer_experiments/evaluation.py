@@ -22,7 +22,8 @@ def evaluate(model_uris: str | list[str], data: str, *, splits=(), tta=("flip", 
         raise fer_data.DataError(f"data '{data}' has no split(s) {', '.join(missing) or 'val/test'}: "
                                  f"it has {', '.join(ds.splits)}; pass --split with one of those")
     models = [tracking.load_model(u) for u in uris]  # before any run starts: a bad URI leaves nothing behind
-    results = [evaluate_split(models, s, ds.splits[s].x, ds.splits[s].y, tta=tta) for s in chosen]
+    results = [evaluate_split(models, s, ds.splits[s].x, ds.splits[s].y, tta=tta, names=ds.splits[s].names)
+               for s in chosen]
     what = uris[0] if len(uris) == 1 else f"ensemble of {len(uris)} models"
     if log:
         tags = {T.SYNTHETIC: str(ds.synthetic).lower(), T.DATASET: ds.name,

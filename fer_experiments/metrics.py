@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import (ConfusionMatrixDisplay, accuracy_score, classification_report,  # noqa: E402
                              confusion_matrix, f1_score, precision_recall_fscore_support)
 
-from . import calibration, errors_gallery  # noqa: E402
+from . import calibration, errors_gallery, saliency  # noqa: E402
 from .data import CLASSES  # noqa: E402
 
 LABELS = list(range(len(CLASSES)))
@@ -31,6 +31,8 @@ class SplitEvaluation:
     extra: dict = field(default_factory=dict)  # e.g. TTA accuracies, logged next to the plain ones
     temperature: float | None = None  # fitted on validation: calibrated ECE/NLL are logged beside the plain ones
     x: np.ndarray | None = field(default=None, repr=False)  # the faces, for the error gallery
+    names: np.ndarray | None = field(default=None, repr=False)  # the faces' files, for the error table
+    saliency: tuple | None = field(default=None, repr=False)  # (sample indices, Grad-CAM maps, layer): `explain`
 
     @property
     def prefix(self) -> str:
@@ -69,9 +71,23 @@ class SplitEvaluation:
     def reliability_figure(self, title: str = ""):
         return calibration.reliability_figure(self.probs, self.y_true, t=self.temperature, title=title)
 
+    def explain(self, model, seed: int = 0) -> None:
+        """Grad-CAM maps of a fixed, seeded sample (per class one face right, one wrong) for the
+        predicted class, kept for `saliency_figure`."""
+        keep = saliency.pick(self.y_true, self.y_pred, seed=seed)
+        explainer = saliency.explainer(model)
+        heat, _ = explainer.maps(self.x[keep], self.y_pred[keep])
+        self.saliency = (np.array(keep), heat, explainer.layer)
+
+    def saliency_figure(self, title: str = ""):
+        if self.saliency is None:
+            return None
+        keep, heat, layer = self.saliency
+        return saliency.grid_figure(self.x[keep], self.y_true[keep], heat, self.probs[keep], title=title, layer=layer)
+
     def mistakes(self) -> pd.DataFrame:
         """The most confident mistakes per true class (`errors_gallery`)."""
-        return errors_gallery.confident_mistakes(self.probs, self.y_true)
+        return errors_gallery.confident_mistakes(self.probs, self.y_true, names=self.names)
 
     def mistakes_figure(self, title: str = ""):
         return None if self.x is None else errors_gallery.gallery_figure(self.x, self.mistakes(), title)
@@ -160,8 +176,8 @@ def predict_views(models, x: np.ndarray, tta: str = "none") -> np.ndarray:
     return _select(_view_probs(models, x, tta), tta)
 
 
-def evaluate_split(models, split: str, x: np.ndarray, y: np.ndarray, *,
-                   tta: tuple[str, ...] = ("flip",)) -> SplitEvaluation:
+def evaluate_split(models, split: str, x: np.ndarray, y: np.ndarray, *, tta: tuple[str, ...] = ("flip",),
+                   names: np.ndarray | None = None) -> SplitEvaluation:
     """Plain evaluation of a model (or the mean of several), plus test-time augmentation accuracies
     (``tta_flip_accuracy``, ``tta_tencrop_accuracy``) logged beside it, never instead of it.
     Each view is predicted once: the plain and flip figures reuse the ten-crop views."""
@@ -169,7 +185,11 @@ def evaluate_split(models, split: str, x: np.ndarray, y: np.ndarray, *,
     per_view = _view_probs(models, x, widest)
     extra = {f"tta_{kind}_accuracy": float(accuracy_score(y, _select(per_view, kind).argmax(axis=1)))
              for kind in tta}
-    return SplitEvaluation(split=split, y_true=np.asarray(y), probs=_select(per_view, "none"), extra=extra, x=x)
+    ev = SplitEvaluation(split=split, y_true=np.asarray(y), probs=_select(per_view, "none"), extra=extra, x=x,
+                         names=names)
+    if not isinstance(models, (list, tuple)) or len(models) == 1:  # an ensemble has no one feature map
+        ev.explain(models[0] if isinstance(models, (list, tuple)) else models)
+    return ev
 
 
 def curves_figure(history: pd.DataFrame, title: str = ""):

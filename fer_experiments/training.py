@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.utils.class_weight import compute_class_weight
 
-from . import augment, calibration, devices, models, tracking
+from . import augment, calibration, devices, models, snapshots, tracking
 from .precision import dtype_policy
 from .resume import ResumableEarlyStopping, ResumablePlateau
 from .tracking import tags as T
@@ -47,7 +47,7 @@ def shrink(ds: fer_data.Dataset, limit: int, seed: int) -> fer_data.Dataset:
     splits = {}
     for name, part in ds.splits.items():
         keep = np.sort(rng.permutation(len(part.y))[:limit])
-        splits[name] = fer_data.Split(part.x[keep], part.y[keep])
+        splits[name] = part.take(keep)
     return dataclasses.replace(ds, splits=splits, notes=[*ds.notes, f"limited to {limit} images per split"])
 
 
@@ -222,6 +222,9 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
             keras.callbacks.BackupAndRestore(str(backup_dir(run_id) / "checkpoint"), double_checkpoint=True),
             keras.callbacks.CSVLogger(str(history_csv), append=True),
             tracker.epoch_callback(len(train_split.y)),
+            # The same validation faces after every epoch: MLflow's image view replays training.
+            *([snapshots.PredictionSnapshots(val_split.x, val_split.y, tracker.log_image, seed=cfg.seed)]
+              if tracker.enabled else []),
             *callbacks,
         ]
         feed, validation = _feeds(cfg, train_split, val_split, targets, n_devices)
@@ -274,8 +277,9 @@ def _log_results(cfg: TrainConfig, ds: fer_data.Dataset, model: keras.Model, his
     for split in ("val", "test"):
         if split in ds.splits:
             # Ten-crop is the matching evaluation of crop training; flip TTA is cheap for every model.
-            ev = evaluate_split(model, split, ds.splits[split].x, ds.splits[split].y,
-                                tta=("flip", "tencrop") if cfg.crop else ("flip",))
+            part = ds.splits[split]
+            ev = evaluate_split(model, split, part.x, part.y, tta=("flip", "tencrop") if cfg.crop else ("flip",),
+                                names=part.names)
             if split == "val":
                 temperature = calibration.fit_temperature(ev.probs, ev.y_true)
                 tracker.log_params({"temperature": round(temperature, 4)})

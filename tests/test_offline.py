@@ -62,7 +62,8 @@ def test_file_run_records_everything_without_mlflow(file_run):
     assert sorted(m["step"] for m in lines if m["key"] == "epoch/val_accuracy") == [0, 1]
     assert {"validation_accuracy", "test_accuracy", "epochs_run"} <= {m["key"] for m in lines}
     for path in ("config.json", "history/history.csv", "history/training_curves.png",
-                 "evaluation/val/confusion_matrix.png", "evaluation/test/classification_report.txt"):
+                 "evaluation/val/confusion_matrix.png", "evaluation/val/saliency.png",
+                 "evaluation/test/classification_report.txt"):
         assert (folder / "artifacts" / path).is_file(), path
     model_file = folder / "model" / "custom_aug.keras"
     assert model_file.is_file() and f"model: {model_file}" in stdout
@@ -84,7 +85,11 @@ def test_import_makes_an_ordinary_run_and_refuses_twice(file_run, store):
     assert run.data.metrics["test_accuracy"] == next(m["value"] for m in lines if m["key"] == "test_accuracy")
     assert {d.dataset.name.rsplit("-", 1)[1] for d in run.inputs.dataset_inputs} == {"train", "val", "test"}
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "evaluation/val")}
-    assert "evaluation/val/confusion_matrix.png" in names
+    assert {"evaluation/val/confusion_matrix.png", "evaluation/val/saliency.png"} <= names
+    images = [a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "images") if a.path.endswith(".png")]
+    recorded_images = sorted((folder / "images" / "predictions").glob("*.png"))
+    assert len(recorded_images) == 2 and len(images) == 2  # one per epoch, replayed with its step
+    assert sorted(p.split("+step+")[1].split("+")[0] for p in images) == ["0", "1"]
 
     # The logged model is the file's model: same predictions, metrics attached to the LoggedModel.
     import keras

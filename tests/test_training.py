@@ -71,10 +71,23 @@ def test_two_epoch_run_records_everything(store, small_cfg):
     np.testing.assert_allclose(calibration.scale(plain, t), expected, atol=1e-5)
     np.testing.assert_array_equal(plain.argmax(axis=1), expected.argmax(axis=1))
     val_artifacts = {a.path for a in client.list_artifacts(result.run_id, "evaluation/val")}
-    assert {"evaluation/val/reliability.png", "evaluation/val/confident_mistakes.png"} <= val_artifacts
+    assert {"evaluation/val/reliability.png", "evaluation/val/confident_mistakes.png",
+            "evaluation/val/saliency.png"} <= val_artifacts
     mistakes = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=result.run_id,
                                                                 artifact_path="evaluation/test/confident_mistakes.csv"))
     assert (mistakes["true"] != mistakes["predicted"]).all() and len(mistakes) > 0
+    # Each listed mistake names its file, which holds that very face with that label.
+    from PIL import Image
+
+    test = ds.splits["test"]
+    for _, row in mistakes.iterrows():
+        path = os.path.join(ds.source, row["file"])
+        np.testing.assert_array_equal(np.asarray(Image.open(path)), test.x[row["index"]].squeeze())
+        assert f"/{row['true']}/" in row["file"]
+    # The per-epoch prediction images: one per epoch, as MLflow's image series (key "predictions").
+    images = [a.path for a in client.list_artifacts(result.run_id, "images") if a.path.endswith(".png")]
+    assert sorted(p.split("+step+")[1].split("+")[0] for p in images) == ["0", "1"]
+    assert all(os.path.basename(p).startswith("predictions+") for p in images)
 
 
 @pytest.mark.slow

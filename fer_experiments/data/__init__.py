@@ -25,7 +25,7 @@ def folder_to_csv(root, csv_path) -> Path:
 
     parts, _ = read_folder(Path(root))
     usage = dict(USAGE_OF) if "val" in parts else {**USAGE_OF, "test": "PublicTest"}
-    return write_csv(Path(csv_path), {usage[k]: v for k, v in parts.items()})
+    return write_csv(Path(csv_path), {usage[k]: v[:2] for k, v in parts.items()})
 
 
 def csv_to_folder(csv_path, root) -> Path:
@@ -36,7 +36,7 @@ def csv_to_folder(csv_path, root) -> Path:
     root = Path(root)
     prefixes = {"train": ("train", "Training"), "val": ("test", "PublicTest"),
                 "test": ("test", "PublicTest" if "val" not in parts else "PrivateTest")}
-    for key, (x, y) in parts.items():
+    for key, (x, y, _) in parts.items():
         split, prefix = prefixes[key]
         write_split(root, split, prefix, x, y)
     return root

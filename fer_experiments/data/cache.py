@@ -56,13 +56,14 @@ def cached(root: Path, digest: str, decode):
 def _read(path: Path):
     with np.load(path, allow_pickle=False) as z:
         notes = json.loads(str(z["notes"]))
-        parts = {k[2:]: (z[k], z["y_" + k[2:]]) for k in z.files if k.startswith("x_")}
+        # A cache written before file names were kept lacks n_…: KeyError, so it is decoded again.
+        parts = {k[2:]: (z[k], z["y_" + k[2:]], z["n_" + k[2:]]) for k in z.files if k.startswith("x_")}
     return parts, notes
 
 
 def _write(path: Path, parts, notes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {f"x_{k}": x for k, (x, _) in parts.items()} | {f"y_{k}": y for k, (_, y) in parts.items()}
+    arrays = {f"{kind}_{k}": a for k, part in parts.items() for kind, a in zip("xyn", part)}
     # Atomic write: concurrent workers never read a half-written cache, and the loser of a race
     # simply replaces an identical file.
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")

@@ -21,7 +21,8 @@ N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 
 
 def read_csv(path: Path):
-    """{split: (x, y)} and notes (none yet) from a fer2013.csv(.gz); DataError on the first bad row."""
+    """{split: (x, y, names "<file>:<line>")} and notes (none yet) from a fer2013.csv(.gz); DataError on
+    the first bad row."""
     df = _read_table(path)
     emotion = pd.to_numeric(df["emotion"], errors="coerce")
     bad = np.flatnonzero(~emotion.isin(range(len(CLASSES))))
@@ -33,7 +34,8 @@ def read_csv(path: Path):
         raise DataError(f"CSV {path} row {unknown[0] + 2}: Usage {df['Usage'].iloc[unknown[0]]!r} is unknown: "
                         f"use Training, PublicTest or PrivateTest")
     x = np.stack([_pixels(text, path, i + 2) for i, text in enumerate(df["pixels"].fillna(""))])
-    return _by_usage(x[..., None], emotion.to_numpy(dtype=np.int64), df["Usage"].map(USAGES).to_numpy()), []
+    names = np.array([f"{path.name}:{i + 2}" for i in range(len(df))], dtype=str)  # file:line, header = line 1
+    return _by_usage(x[..., None], emotion.to_numpy(dtype=np.int64), df["Usage"].map(USAGES).to_numpy(), names), []
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -64,17 +66,18 @@ def _pixels(text: str, path: Path, row: int) -> np.ndarray:
     return image.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
 
 
-def _by_usage(x: np.ndarray, y: np.ndarray, usage: np.ndarray) -> dict:
+def _by_usage(x: np.ndarray, y: np.ndarray, usage: np.ndarray, names: np.ndarray) -> dict:
+    def part(mask):
+        return x[mask], y[mask], names[mask]
+
     parts = {}
     if (usage == "train").any():
-        parts["train"] = (x[usage == "train"], y[usage == "train"])
+        parts["train"] = part(usage == "train")
     has_public, has_private = (usage == "public").any(), (usage == "private").any()
     if has_public and has_private:
-        parts["val"] = (x[usage == "public"], y[usage == "public"])
-        parts["test"] = (x[usage == "private"], y[usage == "private"])
+        parts["val"], parts["test"] = part(usage == "public"), part(usage == "private")
     elif has_public or has_private:  # one test usage only: it is the test split
-        mask = (usage == "public") | (usage == "private")
-        parts["test"] = (x[mask], y[mask])
+        parts["test"] = part((usage == "public") | (usage == "private"))
     return parts
 
 

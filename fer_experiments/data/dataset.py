@@ -25,6 +25,11 @@ MIN_SYNTHETIC = 70  # below this the rare classes (disgust) get too few images t
 class Split:
     x: np.ndarray  # (N, 48, 48, 1) uint8
     y: np.ndarray  # (N,) int64, FER-2013 label order
+    names: np.ndarray | None = None  # (N,) str: each image's file (relative to the source) or CSV file:line
+
+    def take(self, idx: np.ndarray) -> "Split":
+        """The images at `idx`, names and all."""
+        return Split(self.x[idx], self.y[idx], None if self.names is None else self.names[idx])
 
 
 @dataclass
@@ -65,7 +70,7 @@ def load_dataset(source: str | os.PathLike | None = None, *, val_fraction: float
     reader = csvfile.read_csv if kind == "csv" else folder.read_folder
     digest = cache.source_digest(path)
     parts, notes = cache.cached(cache_root, digest, lambda: reader(path))
-    splits = {k: Split(x, y) for k, (x, y) in parts.items()}
+    splits = {k: Split(*part) for k, part in parts.items()}
     if "val" not in splits and "train" in splits:
         splits["train"], splits["val"] = _carve(splits["train"], val_fraction, seed)
     order = [k for k in ("train", "val", "test") if k in splits]
@@ -113,4 +118,4 @@ def _carve(train: Split, fraction: float, seed: int) -> tuple[Split, Split]:
     except ValueError:  # a class with < 2 images, or fewer val images than classes
         tr, va = train_test_split(idx, test_size=fraction, random_state=seed)
     tr, va = np.sort(tr), np.sort(va)  # keep the source order (grouped by class) within each split
-    return Split(train.x[tr], train.y[tr]), Split(train.x[va], train.y[va])
+    return train.take(tr), train.take(va)

@@ -74,7 +74,8 @@ def _class_files(split_dir: Path, notes: list[str]) -> list[tuple[Path, int]]:
     return files
 
 
-def _decode_all(files: list[tuple[Path, int]], notes: list[str], where: str):
+def _decode_all(files: list[tuple[Path, int]], notes: list[str], where: str, root: Path):
+    """(x, y, names): names are the files' paths relative to `root`, to find an image again."""
     paths = [path for path, _ in files]
     batches = [paths[i:i + BATCH] for i in range(0, len(paths), BATCH)]
     # Threads, not processes: Pillow releases the GIL while decoding and nothing needs pickling.
@@ -86,11 +87,12 @@ def _decode_all(files: list[tuple[Path, int]], notes: list[str], where: str):
     n_resized = sum(d[1] for d in decoded)
     if n_resized:
         notes.append(f"{n_resized} images in {where}/ were not {IMAGE_SIZE}x{IMAGE_SIZE} and were resized")
-    return x, y
+    names = np.array([path.relative_to(root).as_posix() for path in paths], dtype=str)
+    return x, y, names
 
 
 def read_folder(root: Path):
-    """{split: (x, y)} and notes. PublicTest_/PrivateTest_ files in test/ → val/test (FER-2013 protocol)."""
+    """{split: (x, y, file names)} and notes. PublicTest_/PrivateTest_ files in test/ → val/test (FER-2013 protocol)."""
     notes: list[str] = []
     dirs = {d.name.lower(): d for d in root.iterdir() if d.is_dir()}
     if "train" not in dirs and "test" not in dirs:
@@ -98,23 +100,23 @@ def read_folder(root: Path):
                         f"<root>/train/<class>/*.jpg and <root>/test/<class>/*.jpg")
     parts = {}
     if "train" in dirs:
-        parts["train"] = _decode_all(_class_files(dirs["train"], notes), notes, "train")
+        parts["train"] = _decode_all(_class_files(dirs["train"], notes), notes, "train", root)
     if "test" in dirs:
-        parts |= _read_test(_class_files(dirs["test"], notes), notes)
+        parts |= _read_test(_class_files(dirs["test"], notes), notes, root)
     return parts, notes
 
 
-def _read_test(files: list[tuple[Path, int]], notes: list[str]) -> dict:
+def _read_test(files: list[tuple[Path, int]], notes: list[str], root: Path) -> dict:
     """Both PublicTest_ and PrivateTest_ present: the FER-2013 protocol (val, test); else all is test."""
     public = [f for f in files if f[0].name.startswith("PublicTest")]
     private = [f for f in files if f[0].name.startswith("PrivateTest")]
     if not (public and private):
-        return {"test": _decode_all(files, notes, "test")}
+        return {"test": _decode_all(files, notes, "test", root)}
     others = [f for f in files if not f[0].name.startswith(("PublicTest", "PrivateTest"))]
     if others:  # kept with the held-out half rather than silently dropped
         notes.append(f"{len(others)} files in test/ are neither PublicTest_ nor PrivateTest_: counted as test")
-    return {"val": _decode_all(public, notes, "test (PublicTest)"),
-            "test": _decode_all(private + others, notes, "test (PrivateTest)")}
+    return {"val": _decode_all(public, notes, "test (PublicTest)", root),
+            "test": _decode_all(private + others, notes, "test (PrivateTest)", root)}
 
 
 def write_split(root: Path, split: str, prefix: str, x: np.ndarray, y: np.ndarray) -> None:

@@ -23,7 +23,7 @@ SYNTHETIC_TAG = tags.SYNTHETIC
 
 _FROM = {
     **dict.fromkeys(("EpochLogger", "active_run", "check_store", "current_run_id", "load_model", "log_config",
-                     "log_dataset", "log_evaluation", "log_figure", "log_history", "log_model_files", "log_params",
+                     "log_dataset", "log_evaluation", "log_figure", "log_history", "log_image", "log_model_files", "log_params",
                      "log_summary", "run_config", "run_tags", "set_tag", "tracking_uri"), "runs"),
     "MlflowTracker": "tracker", "NullTracker": "tracker", "FileTracker": "files",
 }

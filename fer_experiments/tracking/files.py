@@ -7,6 +7,7 @@ This module must not import mlflow. The folder:
     run.json        experiment, run name, tags, description, status, start/end times (ms)
     params.json     every param, as MLflow would store it (strings)
     metrics.jsonl   one JSON line per value: key, value, step, timestamp (ms)
+    images/         <key>/<step>-<timestamp ms>.png: image series (per-epoch predictions)
     artifacts/      what an MLflow run's artifacts would hold (config.json, history/, evaluation/, …)
     model/          <stem>.keras, input_example.npy (two validation images), model.json (name, register,
                     the metrics to attach to the logged model)
@@ -28,6 +29,7 @@ from . import records
 from .epochs import EpochMetrics
 
 FORMAT = 1  # the folder layout's version, checked on import
+IMAGES = "images"  # image series (key/step) live apart from artifacts: MLflow files them its own way
 
 
 def _now_ms() -> int:
@@ -104,6 +106,14 @@ class FileTracker:
         with open(self.folder / "metrics.jsonl", "a") as f:
             for key, value in metrics.items():
                 f.write(json.dumps({"key": key, "value": float(value), "step": int(step), "timestamp": stamp}) + "\n")
+
+    def log_image(self, image: np.ndarray, *, key: str, step: int) -> None:
+        """images/<key>/<step>-<timestamp ms>.png: replayed by the import as MLflow's image series."""
+        import cv2  # noqa: PLC0415
+
+        target = self.folder / IMAGES / key / f"{int(step)}-{_now_ms()}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(target), cv2.cvtColor(np.asarray(image, np.uint8), cv2.COLOR_RGB2BGR))
 
     def log_dataset(self, ds) -> None:
         self._artifact("data/dataset.json").write_text(json.dumps(records.dataset_record(ds), indent=1))

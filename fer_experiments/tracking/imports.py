@@ -1,7 +1,7 @@
 """`fer-exp import-run FOLDER`: a file-only run (`files.FileTracker`) becomes an ordinary MLflow run.
 
 The run keeps its name, tags, description, params, epoch metrics (with their steps and timestamps),
-start/end times, status and artifacts; its `.keras` model is logged with the Keras flavour as a
+per-epoch images (MLflow's image series), start/end times, status and artifacts; its `.keras` model is logged with the Keras flavour as a
 LoggedModel carrying its metrics, exactly as a training run logs it. The folder is marked with the
 new run id, so importing it twice is refused rather than duplicated.
 """
@@ -17,6 +17,7 @@ import numpy as np
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Metric, Param
+from PIL import Image
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 
 from ..errors import UserError
@@ -79,6 +80,10 @@ def _log_contents(client: mlflow.MlflowClient, run_id: str, folder: Path) -> Non
         client.log_batch(run_id, metrics=metrics[i:i + BATCH])
     if (folder / "artifacts").is_dir():
         client.log_artifacts(run_id, str(folder / "artifacts"))
+    for image in sorted((folder / files.IMAGES).glob("*/*.png")):  # key/<step>-<timestamp>.png
+        step, stamp = map(int, image.stem.split("-"))
+        client.log_image(run_id, np.asarray(Image.open(image).convert("RGB")), key=image.parent.name, step=step,
+                         timestamp=stamp, synchronous=True)
     model_json = folder / "model" / "model.json"
     with mlflow.start_run(run_id=run_id):  # the fluent calls below work on the active run
         _log_datasets(folder / "artifacts" / "data" / "dataset.json")

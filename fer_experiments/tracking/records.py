@@ -34,7 +34,7 @@ def evaluation_artifacts(ev, title: str) -> dict:
            f"{base}/confident_mistakes.csv": ev.mistakes().to_csv(index=False),
            f"{base}/confusion_matrix.png": ev.confusion_figure(title),
            f"{base}/reliability.png": ev.reliability_figure(f"calibration — {title}")}
-    gallery = ev.mistakes_figure(f"most confident mistakes — {title}")
-    if gallery is not None:
-        out[f"{base}/confident_mistakes.png"] = gallery
+    figures = {"confident_mistakes.png": ev.mistakes_figure(f"most confident mistakes — {title}"),
+               "saliency.png": ev.saliency_figure(f"Grad-CAM — {title}")}
+    out.update({f"{base}/{name}": fig for name, fig in figures.items() if fig is not None})
     return out

@@ -115,6 +115,11 @@ def EpochLogger(n_train: int) -> EpochMetrics:  # noqa: N802 — the callback, b
     return EpochMetrics(n_train, mlflow.log_metrics)
 
 
+def log_image(image: np.ndarray, *, key: str, step: int) -> None:
+    """One step of an image series (MLflow's image view: one key, a slider over the steps)."""
+    mlflow.log_image(image, key=key, step=step)
+
+
 def log_evaluation(ev: SplitEvaluation, title: str = "") -> dict[str, float]:
     metrics = ev.metrics()
     mlflow.log_metrics(metrics)
