@@ -281,8 +281,8 @@ def _log_results(cfg: TrainConfig, ds: fer_data.Dataset, model: keras.Model, his
             ev = evaluate_split(model, split, part.x, part.y, tta=("flip", "tencrop") if cfg.crop else ("flip",),
                                 names=part.names)
             if split == "val":
-                temperature = calibration.fit_temperature(ev.probs, ev.y_true)
-                tracker.log_params({"temperature": round(temperature, 4)})
+                temperature, fitted = calibration.choose_temperature(ev.probs, ev.y_true)
+                tracker.log_params({"temperature": round(temperature, 4), "temperature_nll_fit": round(fitted, 4)})
             ev.temperature = temperature
             metrics.update(tracker.log_evaluation(ev, f"{cfg.model} on {ds.name} — {split}"))
     history = pd.read_csv(history_csv)

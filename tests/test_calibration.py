@@ -87,3 +87,20 @@ def test_confident_mistakes_are_the_most_confident_wrong_ones_per_class():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_temperature_is_applied_only_where_it_also_lowers_validation_ece():
+    """Over-confident everywhere: the NLL fit is applied. Under-confident at low and over-confident at
+    high confidence (what label smoothing does): the NLL fit lowers NLL but raises ECE, so T = 1."""
+    p, y = _overconfident(3000, seed=1)
+    applied, fitted = C.choose_temperature(p, y)
+    assert applied == fitted > 1.5
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, (4000, 7))
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    conf, pred = p.max(axis=1), p.argmax(axis=1)
+    right = rng.random(4000) < np.where(conf < 0.6, np.minimum(conf + 0.2, 1), conf - 0.03)
+    y = np.where(right, pred, (pred + rng.integers(1, 7, 4000)) % 7)
+    applied, fitted = C.choose_temperature(p, y)
+    assert C.nll(C.scale(p, fitted), y) < C.nll(p, y) and C.ece(C.scale(p, fitted), y) > C.ece(p, y) + 0.02
+    assert applied == 1.0
