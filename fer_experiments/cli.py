@@ -165,14 +165,34 @@ def export(model_uri, fmt, out, check_data, log):
               help="write a copy of each image with a face here, boxes and labels drawn")
 @click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0, 2),
               help="grow each detected face box by this fraction of its size before cropping")
+@click.option("--detector", type=click.Choice(["haar", "mtcnn"]), default="haar", show_default=True,
+              help="face detector: OpenCV's Haar cascade, or MTCNN (pip install 'fer_experiments[faces]')")
 @user_errors
-def predict(paths, model_uri, fmt, out, annotate_dir, margin):
+def predict(paths, model_uri, fmt, out, annotate_dir, margin, detector):
     """Emotions of the faces in images (files or folders): one JSON line (or CSV row) per face."""
     from . import predict as fer_predict  # noqa: PLC0415
 
     # A URI that names nothing is turned into a one-line UserError by tracking.load_model; the --out
     # file is only created once the images and the model have been found.
-    click.echo(fer_predict.run(paths, model_uri, out, fmt=fmt, margin=margin, annotate_dir=annotate_dir), err=True)
+    click.echo(fer_predict.run(paths, model_uri, out, fmt=fmt, margin=margin, annotate_dir=annotate_dir,
+                               detector=detector), err=True)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--model", "model_uri", required=True, help="models:/<model id>, runs:/<run id>/<model name> or a .keras file")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="folder for the overlays and explanations.csv")
+@click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0, 2),
+              help="grow each detected face box by this fraction of its size before cropping (as predict)")
+@click.option("--detector", type=click.Choice(["haar", "mtcnn"]), default="haar", show_default=True,
+              help="face detector, as for predict")
+@user_errors
+def explain(paths, model_uri, out_dir, margin, detector):
+    """Where the model looks: a Grad-CAM overlay per face (faces found as predict finds them)."""
+    from . import explain as fer_explain  # noqa: PLC0415
+
+    click.echo(fer_explain.run(paths, model_uri, out_dir, detector=detector, margin=margin))
 
 
 @main.command()

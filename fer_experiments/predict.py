@@ -1,7 +1,8 @@
 """`fer-exp predict`: the emotion of every face in ordinary photos.
 
-The pipeline, per image: decode it (any size, colour or gray; EXIF rotation applied) → grayscale →
-find faces with OpenCV's bundled Haar cascade → widen each box by `margin`, crop, resize to 48×48 →
+The pipeline, per image: decode it (any size, colour or gray; EXIF rotation applied) → find faces with
+the chosen detector (`detectors.py`: OpenCV's bundled Haar cascade by default, or MTCNN) → widen each
+box by `margin`, crop the grayscale image, resize to 48×48 →
 classify the crops of many images in one `model.predict` call → one row per face. An image that is
 already a face crop (both sides ≤ 64 px, like FER-2013's 48×48) is classified whole. An image with no
 face, or one that cannot be read, still gets its row (status `no_face` / `error`): one bad file never
@@ -22,15 +23,11 @@ import numpy as np
 
 from . import tracking
 from .data import CLASSES
+from .detectors import get_detector
 from .errors import UserError
 from .models import INPUT_SHAPE
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # what a folder is searched for
-CASCADE = "haarcascade_frontalface_default.xml"  # ships with opencv-python(-headless) 4.x, in cv2.data
-SCALE_FACTOR = 1.1  # 10 % between the scales searched: OpenCV's usual speed/recall trade
-MIN_NEIGHBORS = 5  # overlapping hits a face needs; fewer finds more faces and more false ones
-MIN_FACE = 32  # px (at detection scale): smaller faces hold too little for a 48×48 classifier
-DETECT_MAX_SIDE = 1280  # big photos are searched shrunk to this (the cascade's time grows with pixels)
 CROP_MAX_SIDE = 64  # an image no bigger than this on both sides is a face crop: classified whole
 CHUNK = 64  # images per model.predict call: rows stream out, memory stays bounded
 PROB_COLUMNS = tuple(f"p_{c}" for c in CLASSES)
@@ -69,17 +66,6 @@ def load_model(uri: str):
     return model
 
 
-def face_detector() -> cv2.CascadeClassifier:
-    if not hasattr(cv2, "CascadeClassifier"):  # OpenCV 5 moved the Haar cascades out of the main wheel
-        raise PredictError(f"OpenCV {cv2.__version__} has no Haar cascade: "
-                           "pip install 'opencv-python-headless>=4.8,<5'")
-    detector = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
-    if detector.empty():
-        raise PredictError(f"{cv2.data.haarcascades + CASCADE} is missing or unreadable: "
-                           "reinstall opencv-python-headless")
-    return detector
-
-
 def read_image(path: Path) -> np.ndarray:
     """BGR uint8 (gray images come as three equal channels); ValueError if it cannot be decoded."""
     data = np.fromfile(path, np.uint8)  # not cv2.imread: that fails silently and on non-ASCII paths
@@ -89,21 +75,16 @@ def read_image(path: Path) -> np.ndarray:
     return img
 
 
-def detect_faces(gray: np.ndarray, detector: cv2.CascadeClassifier) -> list[tuple[int, int, int, int]]:
-    """Face boxes (x, y, w, h) in gray's pixels, left to right."""
-    scale = min(1.0, DETECT_MAX_SIDE / max(gray.shape))
-    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
-    boxes = detector.detectMultiScale(cv2.equalizeHist(small), scaleFactor=SCALE_FACTOR,
-                                      minNeighbors=MIN_NEIGHBORS, minSize=(MIN_FACE, MIN_FACE))
-    return sorted(tuple(int(round(v / scale)) for v in box) for box in boxes)
+def crop_bounds(shape, box, margin: float) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the box grown by `margin` × its size (half on each side), clipped to the image."""
+    x, y, w, h = box
+    dx, dy = int(round(w * margin / 2)), int(round(h * margin / 2))
+    return max(0, x - dx), max(0, y - dy), min(shape[1], x + w + dx), min(shape[0], y + h + dy)
 
 
 def crop_face(gray: np.ndarray, box, margin: float) -> np.ndarray:
-    """The box grown by `margin` × its size (half on each side), clipped to the image, as 48×48."""
-    x, y, w, h = box
-    dx, dy = int(round(w * margin / 2)), int(round(h * margin / 2))
-    x0, y0 = max(0, x - dx), max(0, y - dy)
-    x1, y1 = min(gray.shape[1], x + w + dx), min(gray.shape[0], y + h + dy)
+    """The `crop_bounds` window of the image, as 48×48."""
+    x0, y0, x1, y1 = crop_bounds(gray.shape, box, margin)
     return cv2.resize(gray[y0:y1, x0:x1], INPUT_SHAPE[1::-1], interpolation=cv2.INTER_AREA)
 
 
@@ -117,15 +98,18 @@ class _Image:
     error: str | None = None
 
 
-def _prepare(path: Path, detector, margin: float) -> _Image:
+def prepare(path: Path, detector, margin: float) -> _Image:
+    """One image file read, its faces found by `detector` (from `detectors.get_detector`) and cropped;
+    a small image is one face crop, an unreadable one an `error`: never an exception for a bad file."""
     try:
-        gray = cv2.cvtColor(read_image(path), cv2.COLOR_BGR2GRAY)
+        image = read_image(path)
+        gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     except (OSError, ValueError, cv2.error) as exc:  # a bad file is a row, not the end of the batch
         return _Image(path, error=next((s for s in str(exc).splitlines() if s.strip()), repr(exc)))
     if max(gray.shape) <= CROP_MAX_SIDE:
         box = (0, 0, gray.shape[1], gray.shape[0])
         return _Image(path, "whole_image", [box], [crop_face(gray, box, 0.0)])
-    boxes = detect_faces(gray, detector)
+    boxes = detector.detect(image)
     return _Image(path, "detected", boxes, [crop_face(gray, b, margin) for b in boxes])
 
 
@@ -139,12 +123,13 @@ def _face_row(im: _Image, i: int, probs: np.ndarray) -> dict:
                 confidence=float(p.max()), **dict(zip(PROB_COLUMNS, p.tolist())), status="ok")
 
 
-def predict_images(files: Iterable[Path], model, *, margin: float = 0.2) -> Iterator[list[dict]]:
-    """Each image's rows, in file order: one per face, else one `no_face` or `error` row."""
-    detector = face_detector()
+def predict_images(files: Iterable[Path], model, *, margin: float = 0.2, detector="haar") -> Iterator[list[dict]]:
+    """Each image's rows, in file order: one per face, else one `no_face` or `error` row. `detector`: a
+    name in `detectors.DETECTORS`, or a detector object from `detectors.get_detector`."""
+    detector = get_detector(detector) if isinstance(detector, str) else detector
     files = list(files)
     for start in range(0, len(files), CHUNK):
-        images = [_prepare(p, detector, margin) for p in files[start:start + CHUNK]]
+        images = [prepare(p, detector, margin) for p in files[start:start + CHUNK]]
         crops = [c for im in images for c in im.crops]
         x = np.stack(crops).astype(np.float32)[..., None] if crops else None
         probs = iter(model.predict(x, batch_size=256, verbose=0) if crops else ())
@@ -193,16 +178,18 @@ class RowWriter:
 
 
 def run(paths, model_uri: str, out: str | None = None, *, fmt: str = "jsonl", margin: float = 0.2,
-        annotate_dir: str | None = None) -> str:
+        annotate_dir: str | None = None, detector: str = "haar") -> str:
     """The whole command: rows to the file `out` (standard output if None), annotated copies to
-    annotate_dir; returns the summary line. Nothing is written before the inputs and the model check out."""
+    annotate_dir; returns the summary line. Nothing is written before the inputs, the detector and the
+    model check out."""
     files = find_images(paths)  # before the (slow) model load: a typo fails at once
+    face_detector = get_detector(detector)  # likewise an unknown name or a missing package
     model = load_model(model_uri)
     out_dir = Path(annotate_dir) if annotate_dir else None
     with _open_out(out) as out_fh:
         if out_dir:
             out_dir.mkdir(parents=True, exist_ok=True)
-        return _write_rows(files, model, out_fh, out_dir, fmt=fmt, margin=margin)
+        return _write_rows(files, model, out_fh, out_dir, fmt=fmt, margin=margin, detector=face_detector)
 
 
 @contextlib.contextmanager
@@ -218,10 +205,10 @@ def _open_out(out: str | None):
         yield fh
 
 
-def _write_rows(files, model, out_fh, out_dir: Path | None, *, fmt: str, margin: float) -> str:
+def _write_rows(files, model, out_fh, out_dir: Path | None, *, fmt: str, margin: float, detector) -> str:
     writer, used = RowWriter(out_fh, fmt), set()
     counts = {"ok": 0, "no_face": 0, "error": 0}
-    for rows in predict_images(files, model, margin=margin):
+    for rows in predict_images(files, model, margin=margin, detector=detector):
         for row in rows:
             writer.write(row)
             counts[row["status"]] += 1

@@ -1,0 +1,71 @@
+"""`fer-exp explain` on a real photograph (scikit-image's astronaut, Eileen Collins), a face crop, a
+face-free photo and a broken file, with a real Keras model."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from fer_experiments import models
+from fer_experiments.cli import main
+from fer_experiments.data.synthetic import make_synthetic
+
+data = pytest.importorskip("skimage.data")
+ASTRONAUT_FACE = (180, 60, 90, 110)  # x, y, w, h: her face in the 512×512 photo, by eye
+
+
+def iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    inter = max(0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0, min(ay + ah, by + bh) - max(ay, by))
+    return inter / (aw * ah + bw * bh - inter)
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("explain")
+    cv2.imwrite(str(root / "astronaut.png"), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(root / "coffee.png"), cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2BGR))
+    x, _ = make_synthetic(70, seed=0)
+    cv2.imwrite(str(root / "crop.png"), x[0].squeeze())
+    (root / "broken.jpg").write_bytes(b"not a jpeg")
+    model = root / "m.keras"
+    models.create_model("custom").save(model)
+    return root, model
+
+
+def test_explain_writes_an_overlay_per_face_and_the_photo_with_its_map(inputs, tmp_path):
+    root, model = inputs
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["explain", "--model", str(model), *(str(root / f) for f in
+                                       ("astronaut.png", "crop.png", "coffee.png", "broken.jpg")), "--out", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "2 faces explained" in result.output and "1 without a face" in result.output and "1 unreadable" in result.output
+    table = pd.read_csv(out / "explanations.csv")
+    rows = {r["file"].rsplit("/", 1)[1]: r for _, r in table.iterrows()}
+    assert rows["coffee.png"]["status"] == "no_face" and rows["broken.jpg"]["status"] == "error"
+    face = rows["astronaut.png"]
+    assert face["status"] == "ok" and iou(tuple(face[k] for k in "xywh"), ASTRONAUT_FACE) > 0.5
+    panel = cv2.imread(str(out / face["overlay"]))
+    assert panel.shape == (192 + 28, 2 * 192, 3)
+    left, right = panel[:192, :192].astype(int), panel[:192, 192:].astype(int)
+    assert (np.abs(left[..., 0] - left[..., 2]) < 3).all()  # the crop: gray
+    assert np.abs(right[..., 0] - right[..., 2]).mean() > 10  # the overlay: coloured by the map
+    photo = cv2.imread(str(out / face["photo"]))
+    original = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    assert photo.shape == original.shape
+    x, y, w, h = (int(face[k]) for k in "xywh")
+    assert np.array_equal(photo[y + h + 40:, :], original[y + h + 40:, :])  # untouched away from the face
+    assert not np.array_equal(photo[y:y + h, x:x + w], original[y:y + h, x:x + w])
+    assert rows["crop.png"]["status"] == "ok" and pd.isna(rows["crop.png"]["photo"])  # a crop is its own face
+
+
+def test_explain_with_a_missing_model_is_one_line(inputs, tmp_path):
+    root, _ = inputs
+    result = CliRunner().invoke(main, ["explain", "--model", str(tmp_path / "nope.keras"), str(root / "crop.png"),
+                                       "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "not found" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
