@@ -156,17 +156,26 @@ def export(model_uri, fmt, out, check_data, log):
         click.echo(line)
 
 
+def _face_finding(command):
+    """The options `predict` and `explain` share: images, model, and how faces are found."""
+    for option in reversed((
+            click.argument("paths", nargs=-1, required=True, metavar="PATH..."),
+            click.option("--model", "model_uri", required=True,
+                         help="models:/<model id>, runs:/<run id>/<model name> or a .keras file"),
+            click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0, 2),
+                         help="grow each detected face box by this fraction of its size before cropping"),
+            click.option("--detector", type=click.Choice(["haar", "mtcnn"]), default="haar", show_default=True,
+                         help="face detector: OpenCV's Haar cascade, or MTCNN (pip install 'fer_experiments[faces]')"))):
+        command = option(command)
+    return command
+
+
 @main.command()
-@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("--model", "model_uri", required=True, help="models:/<model id>, runs:/<run id>/<model name> or a .keras file")
+@_face_finding
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="output file [stdout]")
 @click.option("--annotate", "annotate_dir", default=None, type=click.Path(file_okay=False),
               help="write a copy of each image with a face here, boxes and labels drawn")
-@click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0, 2),
-              help="grow each detected face box by this fraction of its size before cropping")
-@click.option("--detector", type=click.Choice(["haar", "mtcnn"]), default="haar", show_default=True,
-              help="face detector: OpenCV's Haar cascade, or MTCNN (pip install 'fer_experiments[faces]')")
 @user_errors
 def predict(paths, model_uri, fmt, out, annotate_dir, margin, detector):
     """Emotions of the faces in images (files or folders): one JSON line (or CSV row) per face."""
@@ -179,14 +188,9 @@ def predict(paths, model_uri, fmt, out, annotate_dir, margin, detector):
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
-@click.option("--model", "model_uri", required=True, help="models:/<model id>, runs:/<run id>/<model name> or a .keras file")
+@_face_finding
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="folder for the overlays and explanations.csv")
-@click.option("--margin", default=0.2, show_default=True, type=click.FloatRange(0, 2),
-              help="grow each detected face box by this fraction of its size before cropping (as predict)")
-@click.option("--detector", type=click.Choice(["haar", "mtcnn"]), default="haar", show_default=True,
-              help="face detector, as for predict")
 @user_errors
 def explain(paths, model_uri, out_dir, margin, detector):
     """Where the model looks: a Grad-CAM overlay per face (faces found as predict finds them)."""
