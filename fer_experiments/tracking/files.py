@@ -7,7 +7,7 @@ This module must not import mlflow. The folder:
     run.json        experiment, run name, tags, description, status, start/end times (ms)
     params.json     every param, as MLflow would store it (strings)
     metrics.jsonl   one JSON line per value: key, value, step, timestamp (ms)
-    images/         <key>/<step>-<timestamp ms>.png: image series (per-epoch predictions)
+    images/         <key>/<step>-<timestamp ms>.png: image series (per-epoch predictions; "/" in a key as "~")
     artifacts/      what an MLflow run's artifacts would hold (config.json, history/, evaluation/, …)
     model/          <stem>.keras, input_example.npy (two validation images), model.json (name, register,
                     the metrics to attach to the logged model)
@@ -108,10 +108,11 @@ class FileTracker:
                 f.write(json.dumps({"key": key, "value": float(value), "step": int(step), "timestamp": stamp}) + "\n")
 
     def log_image(self, image: np.ndarray, *, key: str, step: int) -> None:
-        """images/<key>/<step>-<timestamp ms>.png: replayed by the import as MLflow's image series."""
+        """images/<key, "/" as "~">/<step>-<timestamp ms>.png: replayed by the import as MLflow's image
+        series ("~" is not allowed in an MLflow image key, so the folder name maps back uniquely)."""
         import cv2  # noqa: PLC0415
 
-        target = self.folder / IMAGES / key / f"{int(step)}-{_now_ms()}.png"
+        target = self.folder / IMAGES / key.replace("/", "~") / f"{int(step)}-{_now_ms()}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(target), cv2.cvtColor(np.asarray(image, np.uint8), cv2.COLOR_RGB2BGR))
 

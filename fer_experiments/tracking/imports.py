@@ -82,7 +82,8 @@ def _log_contents(client: mlflow.MlflowClient, run_id: str, folder: Path) -> Non
         client.log_artifacts(run_id, str(folder / "artifacts"))
     for image in sorted((folder / files.IMAGES).glob("*/*.png")):  # key/<step>-<timestamp>.png
         step, stamp = map(int, image.stem.split("-"))
-        client.log_image(run_id, np.asarray(Image.open(image).convert("RGB")), key=image.parent.name, step=step,
+        key = image.parent.name.replace("~", "/")
+        client.log_image(run_id, np.asarray(Image.open(image).convert("RGB")), key=key, step=step,
                          timestamp=stamp, synchronous=True)
     model_json = folder / "model" / "model.json"
     with mlflow.start_run(run_id=run_id):  # the fluent calls below work on the active run
