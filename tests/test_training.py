@@ -56,6 +56,12 @@ def test_two_epoch_run_records_everything(store, small_cfg):
     assert result.model_uri.startswith("models:/")
     np.testing.assert_allclose(mlflow.keras.load_model(result.model_uri).predict(x, verbose=0), expected, atol=1e-5)
     np.testing.assert_allclose(np.asarray(mlflow.pyfunc.load_model(result.model_uri).predict(x)), expected, atol=1e-5)
+    # Its pip requirements pin what is installed here (given explicitly: MLflow's inference costs ~6 s).
+    from importlib.metadata import version
+
+    requirements = open(mlflow.pyfunc.get_model_dependencies(result.model_uri)).read().split()
+    assert f"keras=={version('keras')}" in requirements and f"mlflow=={version('mlflow')}" in requirements
+    assert any(r.startswith(("tensorflow-cpu==", "tensorflow==")) for r in requirements), requirements
     keras_file = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="keras/custom_aug.keras")
     import keras
 

@@ -147,7 +147,8 @@ def log_model_files(model: keras.Model, x_example: np.ndarray, *, file_stem: str
     signature = infer_signature(example, np.asarray(model.predict(example, verbose=0)))
     # No input_example: mlflow.keras 3.17 writes it before creating the model folder and fails
     # (FileNotFoundError); the signature carries the input spec.
-    info = mlflow.keras.log_model(model, name=name, signature=signature, registered_model_name=register or None)
+    info = mlflow.keras.log_model(model, name=name, signature=signature, registered_model_name=register or None,
+                                  pip_requirements=pip_requirements())
     if metrics:
         mlflow.log_metrics(metrics, model_id=info.model_id)
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,6 +168,26 @@ def log_model_files(model: keras.Model, x_example: np.ndarray, *, file_stem: str
         except (ImportError, OSError) as exc:  # pydot/graphviz missing: skip, say so, keep going
             warnings.warn(f"architecture diagram skipped ({exc}); install graphviz to get it", stacklevel=2)
     return info.model_uri
+
+
+BACKEND_PACKAGES = {"tensorflow": ("tensorflow-cpu", "tensorflow"), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
+
+
+@functools.cache
+def pip_requirements() -> list[str]:
+    """What a logged model needs to load, pinned to this environment: MLflow, Keras, NumPy and the
+    installed package(s) of the backend running it. The models are built-in Keras layers only, so this
+    is the list MLflow's own inference finds — given here because that inference loads the model in a
+    subprocess, ~6 s of every logged model (every training run, every Optuna trial)."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    found = []
+    for package in ("mlflow", "keras", "numpy", *BACKEND_PACKAGES.get(keras.backend.backend(), ())):
+        try:
+            found.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:  # e.g. tensorflow where tensorflow-cpu is installed
+            continue
+    return found
 
 
 def load_model(uri: str) -> keras.Model:
