@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from test_predict import iou
 
 from fer_experiments import models
 from fer_experiments.cli import main
@@ -14,13 +15,6 @@ from fer_experiments.data.synthetic import make_synthetic
 
 data = pytest.importorskip("skimage.data")
 ASTRONAUT_FACE = (180, 60, 90, 110)  # x, y, w, h: her face in the 512×512 photo, by eye
-
-
-def iou(a, b) -> float:
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    inter = max(0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0, min(ay + ah, by + bh) - max(ay, by))
-    return inter / (aw * ah + bw * bh - inter)
 
 
 @pytest.fixture(scope="module")
