@@ -273,7 +273,7 @@ def _log_results(cfg: TrainConfig, ds: fer_data.Dataset, model: keras.Model, his
     """Evaluate validation and test, fit the temperature on validation only, record it all; returns
     the metrics and the temperature."""
     metrics: dict = {}
-    temperature = None
+    temperature = fitted = None
     for split in ("val", "test"):
         if split in ds.splits:
             # Ten-crop is the matching evaluation of crop training; flip TTA is cheap for every model.
@@ -283,7 +283,7 @@ def _log_results(cfg: TrainConfig, ds: fer_data.Dataset, model: keras.Model, his
             if split == "val":
                 temperature, fitted = calibration.choose_temperature(ev.probs, ev.y_true)
                 tracker.log_params({"temperature": round(temperature, 4), "temperature_nll_fit": round(fitted, 4)})
-            ev.temperature = temperature
+            ev.temperature = fitted  # the calibrated figures show what the NLL fit does, applied or not
             metrics.update(tracker.log_evaluation(ev, f"{cfg.model} on {ds.name} — {split}"))
     history = pd.read_csv(history_csv)
     summary = {"epochs_run": float(len(history)), "best_val_accuracy": float(history["val_accuracy"].max())}

@@ -96,6 +96,15 @@ def test_evaluate_on_a_test_only_folder(store, small_cfg, tmp_path):
     keras_file = tmp_path / "m.keras"
     result.model.save(keras_file)
     assert "test: accuracy" in invoke("evaluate", keras_file, "--data", only_test, "--no-log").output
+    # With a validation split, temperature scaling is fitted there, as in training, and shown for each split.
+    from fer_experiments import calibration
+    from fer_experiments.metrics import predict
+
+    out = invoke("evaluate", keras_file, "--data", str(small_cfg.data), "--no-log", "--tta", "flip").output
+    val = fer_data.load_dataset(small_cfg.data).splits["val"]
+    _, fitted = calibration.choose_temperature(predict(result.model, val.x), val.y)
+    assert f"temperature fitted on val by NLL: {fitted:.3f}" in out
+    assert "ECE" in next(line for line in out.splitlines() if line.startswith("val: accuracy"))
 
 
 def _mlflow_run(store, *params, experiment="e2e"):
