@@ -27,7 +27,11 @@ def run(paths, model_uri: str, out_dir: str, *, detector: str = "haar", margin: 
     files = predict.find_images(paths)
     finder = get_detector(detector)
     model = predict.load_model(model_uri)
-    explainer = saliency.explainer(model)
+    try:
+        explainer = saliency.explainer(model)
+    except ValueError as exc:  # a 48×48 → 7 model from elsewhere: no head or feature map we can find
+        raise predict.PredictError(f"model '{model_uri}' cannot be explained ({exc}): pass a model trained by "
+                                   f"fer-exp") from None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows, used = [], set()

@@ -63,3 +63,17 @@ def test_explain_with_a_missing_model_is_one_line(inputs, tmp_path):
                                        "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "not found" in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_explain_of_a_foreign_model_is_one_line(inputs, tmp_path):
+    """A 48×48 → 7 Keras model not built here (no conv layer, no "probabilities" head): one line, exit 2."""
+    import keras
+
+    root, _ = inputs
+    inputs_ = keras.Input((48, 48, 1))
+    foreign = keras.Model(inputs_, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(inputs_)))
+    foreign.save(tmp_path / "foreign.keras")
+    result = CliRunner().invoke(main, ["explain", "--model", str(tmp_path / "foreign.keras"), str(root / "crop.png"),
+                                       "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "cannot be explained" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
