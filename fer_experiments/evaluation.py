@@ -5,11 +5,10 @@ models are evaluated as one ensemble: the mean of their probabilities (each mode
 """
 from __future__ import annotations
 
-from . import calibration
 from . import data as fer_data
 from . import tracking
 from .tracking import tags as T
-from .metrics import evaluate_split
+from .metrics import calibrate, evaluate_split
 
 
 def evaluate(model_uris: str | list[str], data: str, *, splits=(), tta=("flip", "tencrop"),
@@ -23,15 +22,10 @@ def evaluate(model_uris: str | list[str], data: str, *, splits=(), tta=("flip", 
         raise fer_data.DataError(f"data '{data}' has no split(s) {', '.join(missing) or 'val/test'}: "
                                  f"it has {', '.join(ds.splits)}; pass --split with one of those")
     models = [tracking.load_model(u) for u in uris]  # before any run starts: a bad URI leaves nothing behind
-    results = [evaluate_split(models, s, ds.splits[s].x, ds.splits[s].y, tta=tta, names=ds.splits[s].names)
-               for s in chosen]
+    results = [evaluate_split(models, s, ds.splits[s].x, ds.splits[s].y, tta=tta, names=ds.splits[s].names,
+                              explain=len(models) == 1) for s in chosen]
     what = uris[0] if len(uris) == 1 else f"ensemble of {len(uris)} models"
-    applied = fitted = None
-    val = next((ev for ev in results if ev.split == "val"), None)
-    if val is not None:  # temperature scaling fitted on validation, as in training; shown for every split
-        applied, fitted = calibration.choose_temperature(val.probs, val.y_true)
-        for ev in results:
-            ev.temperature = fitted
+    temperature = calibrate(results)  # fitted on validation, as in training; shown for every split
     if log:
         tags = {T.SYNTHETIC: str(ds.synthetic).lower(), T.DATASET: ds.name,
                 T.EVALUATED_MODEL: " ".join(uris), T.RUN_KIND: "evaluation"}
@@ -39,17 +33,17 @@ def evaluate(model_uris: str | list[str], data: str, *, splits=(), tta=("flip", 
         with tracking.active_run(experiment=experiment or tracking.experiment_name_for(ds.synthetic),
                                  run_name=name, tags=tags) as run:
             tracking.log_params({"model_uri": " ".join(uris), "n_models": len(uris), "data": data,
-                                 "tta": ",".join(tta) or "none",
-                                 **({"temperature": round(applied, 4), "temperature_nll_fit": round(fitted, 4)}
-                                    if fitted else {})})
+                                 "tta": ",".join(tta) or "none", **temperature})
             tracking.log_dataset(ds)
             for ev in results:
                 tracking.log_evaluation(ev, f"{what} on {ds.name} — {ev.split}")
         yield f"evaluation run {run.info.run_id}"
     yield f"dataset {ds.name}{' (SYNTHETIC)' if ds.synthetic else ''}: " + \
         ", ".join(f"{s} {len(ds.splits[s].y)} images" for s in chosen)
-    if fitted:
-        yield (f"temperature fitted on val by NLL: {fitted:.3f} ({'would be applied' if applied == fitted else 'not applied: it raises validation ECE'})")
+    if temperature:
+        fitted = temperature["temperature_nll_fit"]
+        yield (f"temperature fitted on val by NLL: {fitted:.3f} ("
+               f"{'would be applied' if temperature['temperature'] == fitted else 'not applied: it raises validation ECE'})")
     for ev in results:
         m = ev.metrics()
         p = ev.prefix
@@ -57,5 +51,5 @@ def evaluate(model_uris: str | list[str], data: str, *, splits=(), tta=("flip", 
                + "".join(f"  {kind}-TTA accuracy {m[f'{p}_tta_{kind}_accuracy']:.4f}" for kind in tta)
                + (f"  ECE {100 * m[f'{p}_calibration/ece']:.2f} % → {100 * m[f'{p}_calibration/ece_calibrated']:.2f} %"
                   f"  NLL {m[f'{p}_calibration/nll']:.3f} → {m[f'{p}_calibration/nll_calibrated']:.3f} at T"
-                  if fitted else ""))
+                  if temperature else ""))
         yield ev.report()

@@ -78,10 +78,7 @@ def photo_overlay(bgr: np.ndarray, boxes, heat: np.ndarray, probs: np.ndarray, m
     thick = max(2, round(max(img.shape[:2]) / 400))
     for box, h, p in zip(boxes, heat, probs):
         x0, y0, x1, y1 = predict.crop_bounds(img.shape, box, margin)
-        colour = cv2.applyColorMap((255 * cv2.resize(h, (x1 - x0, y1 - y0)).clip(0, 1)).astype(np.uint8),
-                                   cv2.COLORMAP_JET)
-        img[y0:y1, x0:x1] = cv2.addWeighted(cv2.cvtColor(colour, cv2.COLOR_BGR2RGB), saliency.ALPHA,
-                                            img[y0:y1, x0:x1], 1 - saliency.ALPHA, 0)
+        img[y0:y1, x0:x1] = saliency.blend(img[y0:y1, x0:x1], h)
         cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), thick)
         cv2.putText(img, f"{CLASSES[int(p.argmax())]} {100 * p.max():.0f}%", (x0, max(y0 - 6, 14)),
                     cv2.FONT_HERSHEY_SIMPLEX, max(0.45, (x1 - x0) / 250), (255, 255, 255), thick, cv2.LINE_AA)

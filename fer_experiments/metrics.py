@@ -177,19 +177,33 @@ def predict_views(models, x: np.ndarray, tta: str = "none") -> np.ndarray:
 
 
 def evaluate_split(models, split: str, x: np.ndarray, y: np.ndarray, *, tta: tuple[str, ...] = ("flip",),
-                   names: np.ndarray | None = None) -> SplitEvaluation:
+                   names: np.ndarray | None = None, explain: bool = False) -> SplitEvaluation:
     """Plain evaluation of a model (or the mean of several), plus test-time augmentation accuracies
     (``tta_flip_accuracy``, ``tta_tencrop_accuracy``) logged beside it, never instead of it.
-    Each view is predicted once: the plain and flip figures reuse the ten-crop views."""
+    Each view is predicted once: the plain and flip figures reuse the ten-crop views. `explain`: also
+    the Grad-CAM sample of `SplitEvaluation.explain` (one model only: an ensemble has no one feature map)."""
     widest = "tencrop" if "tencrop" in tta else "flip" if "flip" in tta else "none"
     per_view = _view_probs(models, x, widest)
     extra = {f"tta_{kind}_accuracy": float(accuracy_score(y, _select(per_view, kind).argmax(axis=1)))
              for kind in tta}
     ev = SplitEvaluation(split=split, y_true=np.asarray(y), probs=_select(per_view, "none"), extra=extra, x=x,
                          names=names)
-    if not isinstance(models, (list, tuple)) or len(models) == 1:  # an ensemble has no one feature map
+    if explain:
         ev.explain(models[0] if isinstance(models, (list, tuple)) else models)
     return ev
+
+
+def calibrate(evaluations: list[SplitEvaluation]) -> dict:
+    """Temperature scaling fitted on the validation evaluation (`calibration.choose_temperature`): every
+    evaluation's calibrated figures use the NLL fit, applied or not. Returns the params that record it
+    (`temperature`, the T to apply; `temperature_nll_fit`), empty without a validation split."""
+    val = next((ev for ev in evaluations if ev.split == "val"), None)
+    if val is None:
+        return {}
+    applied, fitted = calibration.choose_temperature(val.probs, val.y_true)
+    for ev in evaluations:
+        ev.temperature = fitted
+    return {"temperature": round(applied, 4), "temperature_nll_fit": round(fitted, 4)}
 
 
 def curves_figure(history: pd.DataFrame, title: str = ""):

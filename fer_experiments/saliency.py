@@ -148,10 +148,14 @@ def overlay(face: np.ndarray, heat: np.ndarray, size: int = 0) -> np.ndarray:
     gray = np.clip(np.asarray(face, "float32").squeeze(), 0, 255).astype("uint8")
     if size:
         gray = cv2.resize(gray, (size, size), interpolation=cv2.INTER_CUBIC)
-        heat = cv2.resize(heat, (size, size), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    return blend(cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB), heat)
+
+
+def blend(rgb: np.ndarray, heat: np.ndarray) -> np.ndarray:
+    """RGB uint8: `heat` (0..1, any size: resized to the image) in the jet colour map over `rgb`."""
+    heat = cv2.resize(heat, rgb.shape[1::-1], interpolation=cv2.INTER_CUBIC).clip(0, 1)
     colour = cv2.cvtColor(cv2.applyColorMap((255 * heat).astype("uint8"), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    base = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
-    return cv2.addWeighted(colour, ALPHA, base, 1 - ALPHA, 0)
+    return cv2.addWeighted(colour, ALPHA, rgb, 1 - ALPHA, 0)
 
 
 def pick(y_true: np.ndarray, y_pred: np.ndarray, per_class: int = PER_CLASS, seed: int = 0) -> list[int]:

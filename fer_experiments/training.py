@@ -22,7 +22,7 @@ from .resume import ResumableEarlyStopping, ResumablePlateau
 from .tracking import tags as T
 from . import data as fer_data
 from .config import ConfigError, TrainConfig
-from .metrics import curves_figure, evaluate_split
+from .metrics import calibrate, curves_figure, evaluate_split
 
 
 @dataclass
@@ -272,21 +272,17 @@ def _log_results(cfg: TrainConfig, ds: fer_data.Dataset, model: keras.Model, his
                  tracker) -> tuple[dict, float]:
     """Evaluate validation and test, fit the temperature on validation only, record it all; returns
     the metrics and the temperature."""
+    # Ten-crop is the matching evaluation of crop training; flip TTA is cheap for every model.
+    evaluations = [evaluate_split(model, split, ds.splits[split].x, ds.splits[split].y, names=ds.splits[split].names,
+                                  tta=("flip", "tencrop") if cfg.crop else ("flip",), explain=True)
+                   for split in ("val", "test") if split in ds.splits]
+    params = calibrate(evaluations)  # on validation only
+    tracker.log_params(params)
     metrics: dict = {}
-    temperature = fitted = None
-    for split in ("val", "test"):
-        if split in ds.splits:
-            # Ten-crop is the matching evaluation of crop training; flip TTA is cheap for every model.
-            part = ds.splits[split]
-            ev = evaluate_split(model, split, part.x, part.y, tta=("flip", "tencrop") if cfg.crop else ("flip",),
-                                names=part.names)
-            if split == "val":
-                temperature, fitted = calibration.choose_temperature(ev.probs, ev.y_true)
-                tracker.log_params({"temperature": round(temperature, 4), "temperature_nll_fit": round(fitted, 4)})
-            ev.temperature = fitted  # the calibrated figures show what the NLL fit does, applied or not
-            metrics.update(tracker.log_evaluation(ev, f"{cfg.model} on {ds.name} — {split}"))
+    for ev in evaluations:
+        metrics.update(tracker.log_evaluation(ev, f"{cfg.model} on {ds.name} — {ev.split}"))
     history = pd.read_csv(history_csv)
     summary = {"epochs_run": float(len(history)), "best_val_accuracy": float(history["val_accuracy"].max())}
     tracker.log_history(history_csv, curves_figure(history, f"{cfg.model} on {ds.name}"))
     tracker.log_summary(summary, all_metrics={**metrics, **summary})
-    return {**metrics, **summary}, temperature
+    return {**metrics, **summary}, params["temperature"]
