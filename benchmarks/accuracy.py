@@ -16,7 +16,7 @@ from fer_experiments import data as fer_data
 from fer_experiments import training
 from fer_experiments.config import build_config
 from fer_experiments.tracking import tags
-from fer_experiments.metrics import evaluate_split
+from fer_experiments.evaluation.split import evaluate_split
 
 HUMAN_LEVEL = 0.65
 

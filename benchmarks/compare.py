@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fer_experiments import report, training
+from fer_experiments import training
+from fer_experiments.evaluation import report
 from fer_experiments.config import build_config
-from fer_experiments.tracking import reports, tags
+from fer_experiments.tracking import MlflowTracker, tags
 
 from .accuracy import parse_recipe
 
@@ -55,7 +56,7 @@ def run(data: str, out: Path, *, recipes=CPU_RECIPES, seed: int = 42) -> dict:
 def _finished(recipe: str) -> dict | None:
     """The newest FINISHED run of `recipe` in the comparison experiment, as a row of MLflow's runs table."""
     try:
-        runs = reports.finished_runs(EXPERIMENT)
+        runs = MlflowTracker().finished_runs(EXPERIMENT)
     except ValueError:  # the experiment does not exist yet
         return None
     column = f"tags.{RECIPE_TAG}"

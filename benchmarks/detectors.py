@@ -1,4 +1,4 @@
-"""The face detectors of `fer-exp predict --detector` (fer_experiments/detectors.py) on real photographs:
+"""The face detectors of `fer-exp predict --detector` (fer_experiments/inference/detectors.py) on real photographs:
 
     python -m benchmarks.detectors --fer-dir ../shared/fer2013 --out benchmarks/results/detectors.json  # ~2 min, 2 CPUs
 
@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from fer_experiments.data.synthetic import make_synthetic
-from fer_experiments.detectors import DETECTORS, get_detector
+from fer_experiments.inference.detectors import DETECTORS, get_detector
 
 # x, y, w, h in the photo's own pixels, brow (or cap brim) to chin, cheek to cheek (ear to nose tip in profile).
 REAL_FACES = {

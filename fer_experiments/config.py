@@ -57,9 +57,10 @@ class TrainConfig:
     precision: str = "auto"          # auto | float32 | mixed_bfloat16 | mixed_float16 (auto: bf16 where native)
     jit_compile: str = "auto"        # auto | true | false: XLA-compile the step (auto: Keras's per-device rule)
     devices: int = 0                 # data-parallel devices (JAX backend); 0 = every accelerator where several, else 1
+    diagnostics: bool = True         # end-of-run extras: TTA accuracies, Grad-CAM grids, architecture diagram
 
     def validate(self) -> "TrainConfig":
-        from . import models  # noqa: PLC0415 — registry lookups only
+        from . import models  # registry lookups only (imports Keras)
 
         spec = models.get_spec(self.model)  # raises UnknownModelError with the known names
         checks = [
@@ -102,7 +103,8 @@ class TrainConfig:
         """Fill model-dependent defaults (aug_strength, image_size) from the model registry, the
         machine's precision for ``auto``, and ``unfreeze`` = every block for a backbone trained from
         scratch (``weights=none``: there is nothing pretrained to keep frozen)."""
-        from . import models, precision  # noqa: PLC0415
+        from . import models
+        from .training import precision
 
         spec = models.get_spec(self.model)
         out = dataclasses.replace(self, precision=precision.resolve(self.precision))
@@ -115,6 +117,7 @@ class TrainConfig:
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+BASE = "base"  # a preset key: the preset this one changes (its settings first, then these on top)
 # Chosen per run, never by a recipe (and declared in MLproject, whose logged values must stay true).
 RUN_LEVEL = {"data", "seed"}
 
@@ -148,27 +151,42 @@ def list_experiments() -> list[str]:
     return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.yaml"))
 
 
-def load_experiment(name: str) -> dict:
-    """Read `experiments/<name>.yaml` (or a path to a YAML file); unknown keys are errors."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else EXPERIMENTS_DIR / f"{name}.yaml"
+def preset_path(name: str) -> Path:
+    return Path(name) if name.endswith((".yaml", ".yml")) else EXPERIMENTS_DIR / f"{name}.yaml"
+
+
+def read_preset(name: str) -> dict:
+    """The keys `experiments/<name>.yaml` (or a path to a YAML file) sets itself, `base` included."""
+    path = preset_path(name)
     if not path.is_file():
-        raise ConfigError(f"unknown experiment '{name}': choose one of {', '.join(list_experiments())} "
+        raise ConfigError(f"unknown preset '{name}': choose one of {', '.join(list_experiments())} "
                           f"or pass a path to a .yaml preset")
     try:
         values = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"experiment file {path} is not valid YAML ({str(exc).splitlines()[0]}): fix its syntax") from None
+        raise ConfigError(f"preset file {path} is not valid YAML ({str(exc).splitlines()[0]}): fix its syntax") from None
     if not isinstance(values, dict):
-        raise ConfigError(f"experiment file {path} must be a mapping of setting: value")
+        raise ConfigError(f"preset file {path} must be a mapping of setting: value")
     run_level = sorted(set(values) & RUN_LEVEL)
     if run_level:
-        raise ConfigError(f"experiment file {path} sets {', '.join(run_level)}: a preset describes a recipe; "
+        raise ConfigError(f"preset file {path} sets {', '.join(run_level)}: a preset describes a recipe; "
                           f"remove it and pass it on the command line (--data/--seed, -P data=/-P seed=)")
-    unknown = sorted(set(values) - set(FIELD_TYPES))
+    unknown = sorted(set(values) - set(FIELD_TYPES) - {BASE})
     if unknown:
-        raise ConfigError(f"experiment file {path} has unknown key(s) {', '.join(unknown)}: "
-                          f"known settings are {', '.join(FIELD_TYPES)}")
-    return {k: coerce(k, v) for k, v in values.items()}
+        raise ConfigError(f"preset file {path} has unknown key(s) {', '.join(unknown)}: "
+                          f"known settings are {', '.join(FIELD_TYPES)} (and {BASE}: another preset)")
+    return values
+
+
+def load_experiment(name: str, _seen: tuple[str, ...] = ()) -> dict:
+    """A preset's settings: its `base` preset's (recursively), then its own on top; unknown keys
+    are errors."""
+    if name in _seen:
+        raise ConfigError(f"presets {' → '.join((*_seen, name))} form a cycle through '{BASE}': break it")
+    values = read_preset(name)
+    base = values.pop(BASE, None)
+    inherited = load_experiment(str(base), (*_seen, name)) if base else {}
+    return {**inherited, **{k: coerce(k, v) for k, v in values.items()}}
 
 
 def build_config(experiment: str | None = None, **overrides) -> TrainConfig:

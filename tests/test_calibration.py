@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from fer_experiments import calibration as C
+from fer_experiments.evaluation import calibration as C
 from fer_experiments import training
 from fer_experiments.config import build_config
 
@@ -68,7 +68,7 @@ def test_reliability_figure_draws_both_curves():
 
 def test_confident_mistakes_are_the_most_confident_wrong_ones_per_class():
     from fer_experiments.data import CLASSES
-    from fer_experiments.errors_gallery import confident_mistakes, gallery_figure
+    from fer_experiments.evaluation.mistakes import confident_mistakes, gallery_figure
 
     rng = np.random.default_rng(5)
     y = rng.integers(0, 7, 400)

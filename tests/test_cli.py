@@ -97,8 +97,8 @@ def test_evaluate_on_a_test_only_folder(store, small_cfg, tmp_path):
     result.model.save(keras_file)
     assert "test: accuracy" in invoke("evaluate", keras_file, "--data", only_test, "--no-log").output
     # With a validation split, temperature scaling is fitted there, as in training, and shown for each split.
-    from fer_experiments import calibration
-    from fer_experiments.metrics import predict
+    from fer_experiments.evaluation import calibration
+    from fer_experiments.evaluation.tta import predict
 
     out = invoke("evaluate", keras_file, "--data", str(small_cfg.data), "--no-log", "--tta", "flip").output
     val = fer_data.load_dataset(small_cfg.data).splits["val"]

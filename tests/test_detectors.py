@@ -13,7 +13,7 @@ from test_predict import iou, jsonl, model_file  # noqa: F401 — model_file is 
 
 from benchmarks.detectors import REAL_FACES
 from fer_experiments.cli import main
-from fer_experiments.detectors import DETECTORS, get_detector
+from fer_experiments.inference.detectors import DETECTORS, get_detector
 from fer_experiments.errors import UserError
 
 ASTRONAUT_FACE = REAL_FACES["astronaut"][0]

@@ -13,7 +13,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from fer_experiments import devices
+from fer_experiments.training import devices
 from fer_experiments.augment import Batches
 
 pytest.importorskip("jax")

@@ -141,7 +141,7 @@ def test_a_mismatch_fails_and_writes_nothing(store, tmp_path, monkeypatch):
     """The check is real: a runtime whose probabilities are off by 1e-3 fails the export."""
     import keras
 
-    from fer_experiments import export
+    from fer_experiments.inference import export
 
     tiny = keras.Sequential([keras.Input((48, 48, 1)), keras.layers.Rescaling(1 / 255), keras.layers.Flatten(),
                              keras.layers.Dense(7, activation="softmax")])

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from fer_experiments import data as fer_data
-from fer_experiments import precision, training
+from fer_experiments import training
+from fer_experiments.training import precision
 from fer_experiments.config import ConfigError, build_config
 
 

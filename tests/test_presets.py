@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from fer_experiments import config, models, search_space
+from fer_experiments import config, models
+from fer_experiments.studies import search_space
 
 
 @pytest.mark.parametrize("name", config.list_experiments())

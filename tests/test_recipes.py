@@ -13,7 +13,7 @@ from conftest import all_runs
 from fer_experiments import augment, models
 from fer_experiments.cli import main
 from fer_experiments.config import ConfigError, build_config
-from fer_experiments.metrics import TENCROP_SHIFT, predict_views, shift
+from fer_experiments.evaluation.tta import TENCROP_SHIFT, predict_views, shift
 from fer_experiments.training import build_model, learning_rate, train
 
 
@@ -124,7 +124,7 @@ def test_strong_recipe_trains_and_logs_tencrop(store, small_cfg, tmp_path):
 def test_tencrop_views_are_the_corner_windows_of_any_crop(crop):
     # A model trained with `crop` predicts on its centre crop×crop window; ten-crop must show it the
     # four corner windows too, whatever the crop (not only the ±4 px of crop = 40).
-    from fer_experiments import metrics
+    from fer_experiments.evaluation import split as metrics
 
     inputs = keras.Input((48, 48, 1))
     window = keras.layers.CenterCrop(crop, crop, name="centre_crop")(inputs)

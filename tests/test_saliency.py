@@ -8,7 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from fer_experiments import calibration, models, saliency, snapshots, training
+from fer_experiments import models, training
+from fer_experiments.evaluation import calibration, saliency
+from fer_experiments.training import snapshots
 from fer_experiments.config import build_config
 from fer_experiments.data import CLASSES
 

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from conftest import SMALL_DATA, all_runs
 
-from fer_experiments import calibration
+from fer_experiments.evaluation import calibration
 from fer_experiments import data as fer_data
 from fer_experiments.config import build_config
 from fer_experiments.training import train
@@ -200,7 +200,7 @@ def test_resume_keeps_the_best_weights_and_early_stopping_state_from_before_the_
     client = mlflow.MlflowClient()
     before_kill = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "epoch/val_accuracy"), key=lambda m: m.step)]
     assert len(before_kill) == 2
-    cfg = TrainConfig(**tracking.run_config(run.info.run_id)).validate()
+    cfg = TrainConfig(**tracking.MlflowTracker().run_config(run.info.run_id)).validate()
     result = train(cfg, resume_run_id=run.info.run_id, callbacks=[sabotage()], verbose=0)
     history = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "epoch/val_accuracy"), key=lambda m: m.step)]
     assert history[:2] == before_kill and len(history) >= 3

@@ -15,8 +15,8 @@ from conftest import SMALL_DATA, all_runs
 
 from fer_experiments.cli import main
 from fer_experiments.config import build_config
-from fer_experiments.study_storage import open_storage
-from fer_experiments.tuning import TuneSettings, tune
+from fer_experiments.studies.storage import open_storage
+from fer_experiments.studies.tuning import TuneSettings, tune
 
 pytestmark = pytest.mark.slow
 STATES = {"COMPLETE", "PRUNED", "FAIL"}

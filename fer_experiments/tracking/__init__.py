@@ -1,16 +1,18 @@
-"""Everything MLflow, in one package: nothing outside it imports mlflow (the CLI only catches its
+"""Everything MLflow, in one package, behind one interface: `Tracker` (`base`), implemented by
+`MlflowTracker` (the tracking store), `FileTracker` (a run folder, no MLflow installed) and
+`NullTracker` (nothing). Nothing outside this package imports mlflow (the CLI only catches its
 exception type). MLflow's own defaults apply: with no MLFLOW_TRACKING_URI the store is
 `sqlite:///mlflow.db` with artifacts in `./mlruns/`, which is what `mlflow ui` shows.
 
-- `runs`: a run's life (FINISHED / FAILED / KILLED), params, epoch metrics, datasets, evaluations, models;
-- `tracker`: the object the trainer records through (`MlflowTracker`, or `NullTracker` for none);
-- `files`: `FileTracker`, a run recorded in one folder with no MLflow installed; `imports` makes it an
-  MLflow run later (`fer-exp import-run`);
-- `studies`: an Optuna study's parent run and trial children; `reports`, `exports`: those commands' runs;
+- `base`: the `Tracker` protocol, `NullTracker`, and `ending` (the one rule for a run's final status);
+- `mlflow_tracker`: `MlflowTracker`, with `studies` (an Optuna study's parent and trial runs),
+  `outputs` (the report's and export's runs) and `logged_models` (log and load models by URI);
+- `files`: `FileTracker`; `imports` turns its folder into an MLflow run (`fer-exp import-run`);
+- `records`: what a run records, independent of where it goes; `epochs`: the per-epoch metrics callback;
 - `tags`: every tag name the project writes.
 
-Names are resolved lazily, so `tags`, `files` and `NullTracker` work where MLflow is not installed
-(an accelerator machine): mlflow is imported on first use of something that needs it.
+Names are resolved lazily, so `tags`, `FileTracker` and `NullTracker` work where MLflow is not
+installed (an accelerator machine): mlflow is imported on first use of something that needs it.
 """
 from __future__ import annotations
 
@@ -19,14 +21,7 @@ import importlib
 from . import tags
 from .tags import experiment_name_for
 
-SYNTHETIC_TAG = tags.SYNTHETIC
-
-_FROM = {
-    **dict.fromkeys(("EpochLogger", "active_run", "check_store", "current_run_id", "load_model", "log_config",
-                     "log_dataset", "log_evaluation", "log_figure", "log_history", "log_image", "log_model_files", "log_params",
-                     "log_summary", "run_config", "run_tags", "set_tag", "tracking_uri"), "runs"),
-    "MlflowTracker": "tracker", "NullTracker": "tracker", "FileTracker": "files",
-}
+_FROM = {"Tracker": "base", "NullTracker": "base", "MlflowTracker": "mlflow_tracker", "FileTracker": "files"}
 
 
 def __getattr__(name: str):
@@ -35,4 +30,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["SYNTHETIC_TAG", "experiment_name_for", "tags", *_FROM]
+__all__ = ["experiment_name_for", "tags", *_FROM]

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import UserError
 from . import records
+from .base import ending
 from .epochs import EpochMetrics
 
 FORMAT = 1  # the folder layout's version, checked on import
@@ -44,31 +45,27 @@ class FileTracker:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.folder: Path | None = None
+        self.run_id = ""
 
     # -- the run ------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def run(self, *, experiment: str, run_name: str, tags: dict, description: str = "",
             resume_run_id: str | None = None, parent_run_id: str | None = None):
         if parent_run_id:
-            raise ValueError("a file-only run has no parent: Optuna trials need a tracking store")
-        run_id = resume_run_id or uuid.uuid4().hex
-        self.folder = self.root / run_id
+            raise UserError("a file-only run has no parent: Optuna trials need a tracking store")
+        self.run_id = resume_run_id or uuid.uuid4().hex
+        self.folder = self.root / self.run_id
         (self.folder / "artifacts").mkdir(parents=True, exist_ok=True)
         meta = self._read("run.json") if resume_run_id and (self.folder / "run.json").exists() else {
-            "format": FORMAT, "run_id": run_id, "experiment": experiment, "run_name": run_name,
+            "format": FORMAT, "run_id": self.run_id, "experiment": experiment, "run_name": run_name,
             "tags": {k: str(v) for k, v in tags.items()}, "description": description, "start_time": _now_ms(),
             "source": Path(sys.argv[0]).name or "python"}
         self._write_meta({**meta, "status": "RUNNING", "end_time": None})
         try:
-            yield run_id
-        except KeyboardInterrupt:
-            self._end("KILLED")
-            raise
-        except BaseException:
-            self._end("FAILED")
-            raise
-        else:
-            self._end("FINISHED")
+            with ending(self._end):
+                yield self.run_id
+        finally:
+            self.run_id = ""
 
     def _end(self, status: str) -> None:
         self._write_meta({**self._read("run.json"), "status": status, "end_time": _now_ms()})
@@ -110,7 +107,7 @@ class FileTracker:
     def log_image(self, image: np.ndarray, *, key: str, step: int) -> None:
         """images/<key, "/" as "~">/<step>-<timestamp ms>.png: replayed by the import as MLflow's image
         series ("~" is not allowed in an MLflow image key, so the folder name maps back uniquely)."""
-        import cv2  # noqa: PLC0415
+        import cv2
 
         target = self.folder / IMAGES / key.replace("/", "~") / f"{int(step)}-{_now_ms()}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +121,7 @@ class FileTracker:
         return EpochMetrics(n_train, self.log_metrics)
 
     def log_evaluation(self, ev, title: str) -> dict[str, float]:
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt
 
         metrics = ev.metrics()
         self.log_metrics(metrics)
@@ -137,7 +134,7 @@ class FileTracker:
         return metrics
 
     def log_history(self, history_csv: Path, curves_fig) -> None:
-        import matplotlib.pyplot as plt  # noqa: PLC0415
+        import matplotlib.pyplot as plt
 
         self._artifact(f"history/{Path(history_csv).name}").write_bytes(Path(history_csv).read_bytes())
         curves_fig.savefig(self._artifact("history/training_curves.png"))
@@ -148,7 +145,7 @@ class FileTracker:
         self._artifact("evaluation/metrics.json").write_text(json.dumps(all_metrics, indent=1, sort_keys=True))
 
     def log_model(self, model: keras.Model, x_example, *, file_stem: str, register: str = "", name: str = "model",
-                  metrics: dict | None = None, plain: keras.Model | None = None) -> str:
+                  metrics: dict | None = None, plain: keras.Model | None = None, diagram: bool = True) -> str:
         folder = self.folder / "model"
         folder.mkdir(exist_ok=True)
         model.save(folder / f"{file_stem}.keras")
@@ -162,7 +159,6 @@ class FileTracker:
     def set_tag(self, key: str, value: str) -> None:
         meta = self._read("run.json")
         self._write_meta({**meta, "tags": {**meta["tags"], key: str(value)}})
-
 
     # -- resuming a killed run ----------------------------------------------------------------------
     def run_config(self, run_id: str) -> dict:
@@ -181,5 +177,3 @@ class FileTracker:
 
 def is_run_folder(path: Path) -> bool:
     return (Path(path) / "run.json").is_file()
-
-

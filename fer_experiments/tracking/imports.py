@@ -17,13 +17,14 @@ import numpy as np
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Metric, Param
-from PIL import Image
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
+from PIL import Image
 
 from ..errors import UserError
-from . import files, records, runs
+from . import files, logged_models, records
 from . import tags as T
-from .runs import EXPERIMENT_KIND
+from .base import ending
+from .mlflow_tracker import EXPERIMENT_KIND, MlflowTracker
 
 MARKER = "imported.json"
 BATCH = 1000  # MLflow's log_batch limit on metrics per call
@@ -50,7 +51,7 @@ def import_run(folder: str | Path, *, experiment: str | None = None) -> str:
     if meta["status"] == "RUNNING":
         raise ImportError_(f"'{folder}' is still RUNNING (or its process died without ending it): import a "
                            f"finished run, or resume it first")
-    runs.check_store()
+    MlflowTracker().check_store()
     client = mlflow.MlflowClient()
     exp_name = experiment or meta["experiment"]
     exp = client.get_experiment_by_name(exp_name)
@@ -62,12 +63,15 @@ def import_run(folder: str | Path, *, experiment: str | None = None) -> str:
             **({MLFLOW_RUN_NOTE: meta["description"]} if meta.get("description") else {})}
     run = client.create_run(exp_id, start_time=meta["start_time"], tags=tags, run_name=meta["run_name"])
     run_id = run.info.run_id
-    try:
+
+    def end(status: str) -> None:  # a complete import keeps the status and end time the run had
+        if status == "FINISHED":
+            client.set_terminated(run_id, meta["status"], end_time=meta["end_time"])
+        else:
+            client.set_terminated(run_id, status)
+
+    with ending(end):
         _log_contents(client, run_id, folder)
-    except BaseException:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, meta["status"], end_time=meta["end_time"])
     (folder / MARKER).write_text(json.dumps({"run_id": run_id, "tracking_uri": mlflow.get_tracking_uri()}))
     return run_id
 
@@ -92,14 +96,14 @@ def _log_contents(client: mlflow.MlflowClient, run_id: str, folder: Path) -> Non
             spec = json.loads(model_json.read_text())
             model = keras.saving.load_model(folder / "model" / spec["file"])
             example = np.load(folder / "model" / "input_example.npy")
-            uri = runs.log_model_files(model, example, file_stem=Path(spec["file"]).stem, register=spec["register"],
+            uri = logged_models.log_model(model, example, file_stem=Path(spec["file"]).stem, register=spec["register"],
                                        name=spec["name"], metrics=spec["metrics"])
             mlflow.set_tag(T.MODEL_URI, uri)
     # end_run just marked it FINISHED now; the caller sets the recorded status and end time
 
 
 def _log_datasets(path: Path) -> None:
-    """Each split as a dataset input, as `runs.log_dataset` logs it, from its recorded name and digest
+    """Each split as a dataset input, as `MlflowTracker.log_dataset` logs it, from its recorded name and digest
     (the images themselves stayed on the machine that trained)."""
     if not path.exists():
         return

@@ -1,4 +1,5 @@
-"""MLflow side of an Optuna study: one parent run per study, one nested child run per trial.
+"""`StudyRecords`, the MLflow side of an Optuna study (a part of `MlflowTracker`): one parent run per
+study, one nested child run per trial.
 
 The parent is addressed by id through the client (never the fluent "active run"), because several
 worker processes, on one or many machines, share it; its id travels in the study's user attributes.
@@ -18,100 +19,98 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from . import tags as T
 
 
-def create_parent(experiment: str, study_name: str, tags: dict, params: dict) -> str:
-    """The study's parent: the run `mlflow run` created (MLFLOW_RUN_ID), else a new one."""
-    client = mlflow.MlflowClient()
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if not run_id:
-        exp = client.get_experiment_by_name(experiment)
-        exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
-        run_id = client.create_run(exp_id, run_name=f"study-{study_name}").info.run_id
-    client.set_tag(run_id, "mlflow.runName", f"study-{study_name}")
-    for key, value in tags.items():
-        client.set_tag(run_id, key, str(value))
-    existing = client.get_run(run_id).data.params
-    for key, value in params.items():
-        if key not in existing:
-            client.log_param(run_id, key, str(value))
-    return run_id
+class StudyRecords:
+    """A study's parent and trial runs, through the client (several processes share them)."""
 
-
-def attach_worker(parent_run_id: str, study_name: str) -> None:
-    """A second `mlflow run -e tune` on the same study: its own run becomes a worker under the parent."""
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if run_id and run_id != parent_run_id:
+    def create_parent(self, experiment: str, study_name: str, tags: dict, params: dict) -> str:
+        """The study's parent: the run `mlflow run` created (MLFLOW_RUN_ID), else a new one."""
         client = mlflow.MlflowClient()
-        client.set_tag(run_id, MLFLOW_PARENT_RUN_ID, parent_run_id)
-        client.set_tag(run_id, T.RUN_KIND, "worker")
-        client.set_tag(run_id, "mlflow.runName", f"worker-{study_name}")
+        run_id = os.environ.get("MLFLOW_RUN_ID")
+        if not run_id:
+            exp = client.get_experiment_by_name(experiment)
+            exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+            run_id = client.create_run(exp_id, run_name=f"study-{study_name}").info.run_id
+        client.set_tag(run_id, "mlflow.runName", f"study-{study_name}")
+        for key, value in tags.items():
+            client.set_tag(run_id, key, str(value))
+        existing = client.get_run(run_id).data.params
+        for key, value in params.items():
+            if key not in existing:
+                client.log_param(run_id, key, str(value))
+        return run_id
 
+    def attach_worker(self, parent_run_id: str, study_name: str) -> None:
+        """A second `mlflow run -e tune` on the same study: its own run becomes a worker under the parent."""
+        run_id = os.environ.get("MLFLOW_RUN_ID")
+        if run_id and run_id != parent_run_id:
+            client = mlflow.MlflowClient()
+            client.set_tag(run_id, MLFLOW_PARENT_RUN_ID, parent_run_id)
+            client.set_tag(run_id, T.RUN_KIND, "worker")
+            client.set_tag(run_id, "mlflow.runName", f"worker-{study_name}")
 
-def mark_trial_run(run_id: str | None, state: str) -> None:
-    """Record the trial's final Optuna state on its child run (PRUNED → KILLED, FAIL → FAILED)."""
-    if not run_id:
-        return
-    client = mlflow.MlflowClient()
-    client.set_tag(run_id, T.TRIAL_STATE, state)
-    status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
-    if client.get_run(run_id).info.status != status:
-        client.set_terminated(run_id, status)
+    def mark_trial_run(self, run_id: str | None, state: str) -> None:
+        """Record the trial's final Optuna state on its child run (PRUNED → KILLED, FAIL → FAILED)."""
+        if not run_id:
+            return
+        client = mlflow.MlflowClient()
+        client.set_tag(run_id, T.TRIAL_STATE, state)
+        status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED")
+        if client.get_run(run_id).info.status != status:
+            client.set_terminated(run_id, status)
 
+    def parent_in_store(self, run_id: str) -> bool:
+        """Whether the study's parent run exists in the current tracking store (a study's storage can
+        outlive the store it was recorded in: another MLFLOW_TRACKING_URI, a deleted mlflow.db)."""
+        try:
+            mlflow.MlflowClient().get_run(run_id)
+        except mlflow.exceptions.MlflowException:
+            return False
+        return True
 
-def parent_in_store(run_id: str) -> bool:
-    """Whether the study's parent run exists in the current tracking store (a study's storage can
-    outlive the store it was recorded in: another MLFLOW_TRACKING_URI, a deleted mlflow.db)."""
-    try:
-        mlflow.MlflowClient().get_run(run_id)
-    except mlflow.exceptions.MlflowException:
-        return False
-    return True
+    def summarize(self, parent_run_id: str, study, best_trial, figures: dict, trials_csv: str, *, done: bool,
+                  champion: str = "") -> str:
+        """Best params/value/run/model, the study's plots and its trials table on the parent run. Only
+        the client is used, so the parent stays RUNNING while other workers go on; when the study is
+        `done`, the best trial's model is registered as `champion` (alias champion) and the parent ends
+        FINISHED. Returns the champion's URI (models:/<name>@champion) or ""."""
+        client = mlflow.MlflowClient()
+        finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+        client.log_metric(parent_run_id, "n_finished_trials", len(finished))
+        client.log_metric(parent_run_id, "n_pruned_trials", sum(t.state.name == "PRUNED" for t in study.trials))
+        with tempfile.TemporaryDirectory() as tmp:
+            table = Path(tmp) / "trials.csv"
+            table.write_text(trials_csv)
+            client.log_artifact(parent_run_id, str(table), "study")
+            for name, fig in figures.items():
+                client.log_figure(parent_run_id, fig, f"study/{name}.png")
+                plt.close(fig)
+        uri = ""
+        if best_trial is not None:
+            best_run = best_trial.user_attrs.get("mlflow_run_id", "")
+            client.log_metric(parent_run_id, "best_val_accuracy", best_trial.value)
+            client.set_tag(parent_run_id, "best_trial", str(best_trial.number))
+            client.set_tag(parent_run_id, "best_run_id", best_run)
+            client.set_tag(parent_run_id, "best_model_uri", best_trial.user_attrs.get("model_uri", ""))
+            for key, value in best_trial.params.items():
+                client.set_tag(parent_run_id, f"best.{key}", str(value))  # tags: the best may change on resume
+            client.log_text(parent_run_id, json.dumps({"trial": best_trial.number, "value": best_trial.value,
+                                                       "params": best_trial.params, "run_id": best_run},
+                                                      indent=1), "study/best_trial.json")
+            if done and champion and best_trial.user_attrs.get("model_uri"):
+                try:
+                    uri = self.register_champion(champion, best_trial.user_attrs["model_uri"], best_run)
+                    client.set_tag(parent_run_id, "champion_model_uri", uri)
+                except mlflow.exceptions.MlflowException as exc:  # e.g. the best trial ran against another store
+                    warnings.warn(f"best trial {best_trial.number}'s model {best_trial.user_attrs['model_uri']} was not "
+                                  f"registered as {champion}@champion: {str(exc).splitlines()[0]}", stacklevel=2)
+        if done and not os.environ.get("MLFLOW_RUN_ID"):
+            client.set_terminated(parent_run_id, "FINISHED")
+        return uri
 
-
-def summarize(parent_run_id: str, study, best_trial, figures: dict, trials_csv: str, *, done: bool,
-              champion: str = "") -> str:
-    """Best params/value/run/model, the study's plots and its trials table on the parent run. Only
-    the client is used, so the parent stays RUNNING while other workers go on; when the study is
-    `done`, the best trial's model is registered as `champion` (alias champion) and the parent ends
-    FINISHED. Returns the champion's URI (models:/<name>@champion) or ""."""
-    client = mlflow.MlflowClient()
-    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
-    client.log_metric(parent_run_id, "n_finished_trials", len(finished))
-    client.log_metric(parent_run_id, "n_pruned_trials", sum(t.state.name == "PRUNED" for t in study.trials))
-    with tempfile.TemporaryDirectory() as tmp:
-        table = Path(tmp) / "trials.csv"
-        table.write_text(trials_csv)
-        client.log_artifact(parent_run_id, str(table), "study")
-        for name, fig in figures.items():
-            client.log_figure(parent_run_id, fig, f"study/{name}.png")
-            plt.close(fig)
-    uri = ""
-    if best_trial is not None:
-        best_run = best_trial.user_attrs.get("mlflow_run_id", "")
-        client.log_metric(parent_run_id, "best_val_accuracy", best_trial.value)
-        client.set_tag(parent_run_id, "best_trial", str(best_trial.number))
-        client.set_tag(parent_run_id, "best_run_id", best_run)
-        client.set_tag(parent_run_id, "best_model_uri", best_trial.user_attrs.get("model_uri", ""))
-        for key, value in best_trial.params.items():
-            client.set_tag(parent_run_id, f"best.{key}", str(value))  # tags: the best may change on resume
-        client.log_text(parent_run_id, json.dumps({"trial": best_trial.number, "value": best_trial.value,
-                                                   "params": best_trial.params, "run_id": best_run},
-                                                  indent=1), "study/best_trial.json")
-        if done and champion and best_trial.user_attrs.get("model_uri"):
-            try:
-                uri = register_champion(champion, best_trial.user_attrs["model_uri"], best_run)
-                client.set_tag(parent_run_id, "champion_model_uri", uri)
-            except mlflow.exceptions.MlflowException as exc:  # e.g. the best trial ran against another store
-                warnings.warn(f"best trial {best_trial.number}'s model {best_trial.user_attrs['model_uri']} was not "
-                              f"registered as {champion}@champion: {str(exc).splitlines()[0]}", stacklevel=2)
-    if done and not os.environ.get("MLFLOW_RUN_ID"):
-        client.set_terminated(parent_run_id, "FINISHED")
-    return uri
-
-
-def register_champion(name: str, model_uri: str, run_id: str) -> str:
-    """The model registered under `name` with the alias `champion` moved to it: models:/<name>@champion."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        version = mlflow.register_model(model_uri, name)
-    mlflow.MlflowClient().set_registered_model_alias(name, "champion", version.version)
-    return f"models:/{name}@champion"
+    def register_champion(self, name: str, model_uri: str, run_id: str) -> str:
+        """The model registered under `name` with the alias `champion` moved to it: models:/<name>@champion."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            version = mlflow.register_model(model_uri, name)
+        mlflow.MlflowClient().set_registered_model_alias(name, "champion", version.version)
+        return f"models:/{name}@champion"

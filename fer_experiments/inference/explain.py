@@ -14,9 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import predict, saliency
-from .data import CLASSES
+from ..data import CLASSES
+from ..evaluation import saliency
 from .detectors import get_detector
+from .faces import crop_bounds, find_images, line_width, prepare, read_image, row, unique_stem, write_png
+from .loading import load_model
 
 SIZE = 192  # px of each enlarged face and its overlay
 COLUMNS = ("file", "face", "x", "y", "w", "h", "label", "confidence", "overlay", "photo", "status", "error")
@@ -24,34 +26,30 @@ COLUMNS = ("file", "face", "x", "y", "w", "h", "label", "confidence", "overlay",
 
 def run(paths, model_uri: str, out_dir: str, *, detector: str = "haar", margin: float = 0.2) -> str:
     """The whole command; returns its summary line. Inputs, detector and model are checked first."""
-    files = predict.find_images(paths)
+    files = find_images(paths)
     finder = get_detector(detector)
-    model = predict.load_model(model_uri)
-    try:
-        explainer = saliency.explainer(model)
-    except ValueError as exc:  # a 48×48 → 7 model from elsewhere: no head or feature map we can find
-        raise predict.PredictError(f"model '{model_uri}' cannot be explained ({exc}): pass a model trained by "
-                                   f"fer-exp") from None
+    model = load_model(model_uri)
+    explainer = saliency.explainer(model)  # a 48×48 → 7 model from elsewhere: SaliencyError, one line
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows, used = [], set()
     for path in files:
-        im = predict.prepare(path, finder, margin)
-        stem = _free_stem(path.stem, used)
+        im = prepare(path, finder, margin)
+        stem = unique_stem(path.stem, used)
         if not im.crops:
-            rows.append(_row(path, status="error" if im.error else "no_face", error=im.error))
+            rows.append(row(COLUMNS, path, status=im.status, error=im.error))
             continue
-        x = np.stack(im.crops).astype("float32")[..., None]
+        x = im.batch()
         probs = np.asarray(model.predict(x, verbose=0))
         heat, _ = explainer.maps(x, probs.argmax(axis=1))
         photo = f"{stem}-explained.png" if im.source == "detected" else ""
         for k, (box, face, p, h) in enumerate(zip(im.boxes, x, probs, heat)):
             name = f"{stem}-face{k}.png"
-            _write(out / name, face_panel(face, h, p))
-            rows.append(_row(path, face=k, **dict(zip("xywh", box)), label=CLASSES[int(p.argmax())],
-                             confidence=round(float(p.max()), 4), overlay=name, photo=photo, status="ok"))
+            write_png(out / name, face_panel(face, h, p))
+            rows.append(row(COLUMNS, path, face=k, **dict(zip("xywh", box)), label=CLASSES[int(p.argmax())],
+                            confidence=round(float(p.max()), 4), overlay=name, photo=photo, status="ok"))
         if photo:
-            _write(out / photo, photo_overlay(predict.read_image(path), im.boxes, heat, probs, margin))
+            write_png(out / photo, photo_overlay(read_image(path), im.boxes, heat, probs, margin))
     with open(out / "explanations.csv", "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -75,29 +73,11 @@ def face_panel(face: np.ndarray, heat: np.ndarray, probs: np.ndarray) -> np.ndar
 def photo_overlay(bgr: np.ndarray, boxes, heat: np.ndarray, probs: np.ndarray, margin: float) -> np.ndarray:
     """RGB: the photo with each face's map (over the crop the model saw) and its label."""
     img = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    thick = max(2, round(max(img.shape[:2]) / 400))
+    thick = line_width(img.shape)
     for box, h, p in zip(boxes, heat, probs):
-        x0, y0, x1, y1 = predict.crop_bounds(img.shape, box, margin)
+        x0, y0, x1, y1 = crop_bounds(img.shape, box, margin)
         img[y0:y1, x0:x1] = saliency.blend(img[y0:y1, x0:x1], h)
         cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), (255, 255, 255), thick)
         cv2.putText(img, f"{CLASSES[int(p.argmax())]} {100 * p.max():.0f}%", (x0, max(y0 - 6, 14)),
                     cv2.FONT_HERSHEY_SIMPLEX, max(0.45, (x1 - x0) / 250), (255, 255, 255), thick, cv2.LINE_AA)
     return img
-
-
-def _write(path: Path, rgb: np.ndarray) -> None:
-    path.write_bytes(cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes())
-
-
-def _free_stem(stem: str, used: set) -> str:
-    """Two inputs with the same name (a/x.jpg, b/x.jpg) get x and x-1."""
-    name, n = stem, 0
-    while name in used:
-        n += 1
-        name = f"{stem}-{n}"
-    used.add(name)
-    return name
-
-
-def _row(path: Path, **fields) -> dict:
-    return {c: None for c in COLUMNS} | {"file": str(path)} | fields

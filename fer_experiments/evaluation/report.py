@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import metrics, models  # noqa: F401 — metrics selects matplotlib's headless backend
-from .tracking import reports
-from .tracking import tags as T
-from .data import CLASSES
-from .errors import UserError
-
-import matplotlib.pyplot as plt  # noqa: E402,I001
+from .. import models
+from ..data import CLASSES
+from ..errors import UserError
+from ..tracking import MlflowTracker
+from ..tracking import tags as T
+from .curves import plt  # matplotlib with its headless backend selected
 
 PARAMS = ("model", "epochs", "optimizer", "learning_rate", "schedule", "dropout", "aug_strength", "crop",
           "mixup", "label_smoothing", "unfreeze", "weights", "image_size", "dataset", "total_params", "temperature")
@@ -28,9 +27,9 @@ METRICS = ("epochs_run", "validation_accuracy", "test_accuracy", "test_macro_f1"
 CONFUSION_PANELS = 6  # at most this many confusion matrices side by side (the best by validation)
 
 
-def collect(experiment: str, *, include_trials: bool = False) -> pd.DataFrame:
+def collect(experiment: str, *, include_trials: bool = False, tracker=None) -> pd.DataFrame:
     """One row per finished training run of `experiment`: key params, metrics, minutes, synthetic flag."""
-    runs = reports.finished_runs(experiment)
+    runs = (tracker or MlflowTracker()).finished_runs(experiment)
     if runs.empty or f"tags.{T.MODEL}" not in runs:
         return pd.DataFrame()
     runs = runs[runs[f"tags.{T.MODEL}"].notna()]
@@ -94,11 +93,11 @@ def recall_figure(table: pd.DataFrame, title: str):
     return fig
 
 
-def confusion_figure(table: pd.DataFrame, title: str):
+def confusion_figure(table: pd.DataFrame, title: str, tracker):
     rows = table.head(CONFUSION_PANELS)
     fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 4.2), squeeze=False)
     for ax, (_, row) in zip(axes[0], rows.iterrows()):
-        cm = reports.confusion_matrix(row["run_id"], "test")
+        cm = tracker.confusion_matrix(row["run_id"], "test")
         if cm is None:  # a run without a test split
             ax.set_axis_off()
             continue
@@ -111,9 +110,11 @@ def confusion_figure(table: pd.DataFrame, title: str):
     return fig
 
 
-def write(experiment: str, out: str | Path, *, include_trials: bool = False, log: bool = True) -> list[Path]:
-    """Tables and figures into `out` (and a report run); returns the written files."""
-    table = collect(experiment, include_trials=include_trials)
+def write(experiment: str, out: str | Path, *, include_trials: bool = False, log: bool = True,
+          tracker=None) -> list[Path]:
+    """Tables and figures into `out` (and, with `log`, a report run); returns the written files."""
+    tracker = tracker or MlflowTracker()
+    table = collect(experiment, include_trials=include_trials, tracker=tracker)
     if table.empty:
         raise UserError(f"MLflow experiment '{experiment}' has no finished training runs: train some first "
                          f"(fer-exp train --mlflow-experiment {experiment} …)")
@@ -125,13 +126,14 @@ def write(experiment: str, out: str | Path, *, include_trials: bool = False, log
         title = f"{experiment}: {'SYNTHETIC data (not FER-2013)' if synthetic else 'real data'}"
         part.to_csv(out / f"runs_{kind}.csv", index=False)
         sections.append(markdown(part, title))
-        for name, make in (("accuracy", accuracy_figure), ("recall", recall_figure), ("confusion", confusion_figure)):
-            fig = make(part, title)
+        figures = {"accuracy": accuracy_figure(part, title), "recall": recall_figure(part, title),
+                   "confusion": confusion_figure(part, title, tracker)}
+        for name, fig in figures.items():
             fig.savefig(out / f"{name}_{kind}.png", dpi=90)
             plt.close(fig)
         files += [out / f"runs_{kind}.csv"] + [out / f"{n}_{kind}.png" for n in ("accuracy", "recall", "confusion")]
     (out / "report.md").write_text(f"# Comparison of runs in MLflow experiment `{experiment}`\n\n" + "\n".join(sections))
     files.insert(0, out / "report.md")
     if log:
-        files.append(Path(f"runs:/{reports.log_report(experiment, files, len(table))}/report"))
+        files.append(Path(f"runs:/{tracker.log_report(experiment, files, len(table))}/report"))
     return files

@@ -13,7 +13,7 @@ import os
 
 import keras
 
-from .errors import UserError
+from ..errors import UserError
 
 ACCELERATORS = ("gpu", "tpu", "cuda")
 

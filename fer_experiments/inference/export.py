@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import data as fer_data
-from . import tracking
-from .tracking import exports
-from .errors import UserError
-from .models import INPUT_SHAPE
-from .predict import load_model
+from .. import data as fer_data
+from ..errors import UserError
+from ..models import INPUT_SHAPE
+from ..tracking import MlflowTracker
+from .loading import load_model
 
 FORMATS = ("tflite", "onnx")
 TOLERANCE = 1e-4  # float32 export: only rounding may differ (a few 1e-7 in practice)
@@ -122,7 +121,7 @@ def check_images(spec: str, seed: int = 0) -> np.ndarray:
 
 
 def _to_tflite(model, path: Path) -> None:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     # Keras's exporter: an ExportArchive of model(x, training=False) → TFLiteConverter. Builtin ops
     # only (Keras would also allow select TF ops), so any LiteRT runtime runs it without the Flex delegate.
@@ -132,11 +131,11 @@ def _to_tflite(model, path: Path) -> None:
 
 def _run_tflite(path: Path, x: np.ndarray) -> np.ndarray:
     try:
-        from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415 — what TF ≥ 2.20 recommends
+        from ai_edge_litert.interpreter import Interpreter  # what TF ≥ 2.20 recommends
     except ImportError:  # tf.lite.Interpreter: deprecated in TF 2.20+, still there in 2.21
-        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow as tf
 
-        Interpreter = tf.lite.Interpreter  # noqa: N806
+        Interpreter = tf.lite.Interpreter
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # tf.lite.Interpreter's deprecation notice
         interpreter = Interpreter(model_path=str(path))
@@ -157,8 +156,8 @@ def _chunks(x: np.ndarray):
 
 def _onnx_modules():
     try:
-        import onnxruntime  # noqa: PLC0415
-        import tf2onnx  # noqa: PLC0415
+        import onnxruntime
+        import tf2onnx
     except ImportError as exc:
         raise ExportError(f"--format onnx needs tf2onnx, onnx and onnxruntime ({exc}): "
                           "pip install 'fer_experiments[export]'") from None
@@ -166,7 +165,7 @@ def _onnx_modules():
 
 
 def _to_onnx(model, path: Path) -> None:
-    import tensorflow as tf  # noqa: PLC0415
+    import tensorflow as tf
 
     tf2onnx, _ = _onnx_modules()
     spec = (tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="pixels"),)
@@ -188,7 +187,7 @@ def _run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
 
 def _log(model_uri: str, result: ExportResult, check_data: str) -> ExportResult:
     """A new run in the logged model's experiment, tagged fer.run_kind=export, holding the file."""
-    run_id = exports.log_export(model_uri, result.fmt, str(result.path),
+    run_id = MlflowTracker().log_export(model_uri, result.fmt, str(result.path),
                                 params={"model_uri": model_uri, "format": result.fmt, "check_data": check_data},
                                 metrics={"export_max_abs_diff": result.max_abs_diff,
                                          "export_label_agreement": result.agreement,

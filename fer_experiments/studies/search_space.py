@@ -11,8 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from . import models
-from .config import EXPERIMENTS_DIR, FIELD_TYPES, ConfigError
+from .. import models
+from ..config import EXPERIMENTS_DIR, FIELD_TYPES, ConfigError
 
 SPACES_DIR = EXPERIMENTS_DIR / "search_spaces"
 FAMILY_FILES = {"custom": "custom.yaml", "resnet50": "resnet50.yaml", "vgg16": "vgg16.yaml"}

@@ -32,12 +32,17 @@ def nll(probs: np.ndarray, y: np.ndarray) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(y)), y], EPS, 1.0)).mean())
 
 
+def bin_of(conf: np.ndarray, bins: int = BINS) -> np.ndarray:
+    """Each confidence's bin among `bins` equal-width ones: (b/bins, (b+1)/bins], the first closed at 0.
+    ECE and the reliability diagram drawn beside it use this one rule."""
+    return np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+
+
 def ece(probs: np.ndarray, y: np.ndarray, bins: int = BINS) -> float:
     """Expected calibration error: |accuracy − confidence| per equal-width confidence bin, weighted by
     the bin's share of the images."""
     conf, correct = probs.max(axis=1), probs.argmax(axis=1) == y
-    edges = np.linspace(0, 1, bins + 1)
-    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    which = bin_of(conf, bins)
     total = 0.0
     for b in range(bins):
         mask = which == b
@@ -67,7 +72,7 @@ def reliability_figure(probs: np.ndarray, y: np.ndarray, *, t: float | None = No
                        bins: int = BINS):
     """Accuracy against confidence per bin (the diagonal is perfect calibration), before and, given
     `t`, after temperature scaling; ECE in the legend; bars of how many images each bin holds."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6.5), height_ratios=(3, 1), sharex=True)
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect calibration")
@@ -75,7 +80,7 @@ def reliability_figure(probs: np.ndarray, y: np.ndarray, *, t: float | None = No
     for label, p, color in (("model", probs, "tab:red"),
                             *([(f"T = {t:.2f}", scale(probs, t), "tab:blue")] if t else [])):
         conf, correct = p.max(axis=1), p.argmax(axis=1) == y
-        which = np.clip((conf * bins).astype(int), 0, bins - 1)
+        which = bin_of(conf, bins)
         acc = [correct[which == b].mean() if (which == b).any() else np.nan for b in range(bins)]
         ax.plot(centres, acc, marker="o", color=color, label=f"{label}: ECE {100 * ece(p, y, bins):.1f} %")
         hist.bar(centres, np.bincount(which, minlength=bins), width=1 / bins, alpha=0.5, color=color)

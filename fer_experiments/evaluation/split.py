@@ -1,6 +1,7 @@
-"""Metrics of a trained model on one split: scikit-learn metrics and matplotlib figures.
+"""One split's evaluation of a trained model (`SplitEvaluation`): scikit-learn metrics, calibration,
+the error gallery, Grad-CAM and their figures, and the temperature fitted on validation.
 
-Pure computation (no tracking): `tracking.log_evaluation` records what this returns, so `train`
+Pure computation (no tracking): a tracker's `log_evaluation` records what this returns, so `train`
 and `evaluate` record the very same thing.
 """
 from __future__ import annotations
@@ -17,8 +18,9 @@ import pandas as pd  # noqa: E402
 from sklearn.metrics import (ConfusionMatrixDisplay, accuracy_score, classification_report,  # noqa: E402
                              confusion_matrix, f1_score, precision_recall_fscore_support)
 
-from . import calibration, errors_gallery, saliency  # noqa: E402
-from .data import CLASSES  # noqa: E402
+from ..data import CLASSES  # noqa: E402
+from . import calibration, mistakes, saliency  # noqa: E402
+from .tta import combine, view_probs  # noqa: E402
 
 LABELS = list(range(len(CLASSES)))
 
@@ -86,11 +88,11 @@ class SplitEvaluation:
         return saliency.grid_figure(self.x[keep], self.y_true[keep], heat, self.probs[keep], title=title, layer=layer)
 
     def mistakes(self) -> pd.DataFrame:
-        """The most confident mistakes per true class (`errors_gallery`)."""
-        return errors_gallery.confident_mistakes(self.probs, self.y_true, names=self.names)
+        """The most confident mistakes per true class (`mistakes`)."""
+        return mistakes.confident_mistakes(self.probs, self.y_true, names=self.names)
 
     def mistakes_figure(self, title: str = ""):
-        return None if self.x is None else errors_gallery.gallery_figure(self.x, self.mistakes(), title)
+        return None if self.x is None else mistakes.gallery_figure(self.x, self.mistakes(), title)
 
     def confusion(self) -> np.ndarray:
         return confusion_matrix(self.y_true, self.y_pred, labels=LABELS)
@@ -117,65 +119,6 @@ class SplitEvaluation:
         return fig
 
 
-TENCROP_SHIFT = 4  # px, for models without a centre crop: the 40-px windows of a 48-px face lie within ±4 px
-TENCROP_OFFSETS = ((0, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))  # centre, then the four corners
-
-
-def predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    return np.asarray(model.predict(x.astype("float32"), batch_size=batch_size, verbose=0))
-
-
-def shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """The batch moved by (dy, dx) px with edge padding: the window a centre-crop model sees moves by
-    (−dy, −dx), so a shift by ±4 px puts a corner 40-px crop of the 48-px face in the centre."""
-    s = max(abs(dy), abs(dx))
-    padded = np.pad(x, ((0, 0), (s, s), (s, s), (0, 0)), mode="edge")
-    h, w = x.shape[1:3]
-    return padded[:, s - dy:s - dy + h, s - dx:s - dx + w]
-
-
-def _view_probs(models, x: np.ndarray, tta: str) -> list[np.ndarray]:
-    """Per test-time view, the mean probabilities over the models; views in the order
-    original, the tencrop shifts (if any), then their mirrors — so view 0 is the plain prediction
-    and views [0, len/2] are the flip pair."""
-    models = models if isinstance(models, (list, tuple)) else [models]
-    return list(np.mean([[predict(m, v) for v in _views(x, tta, tencrop_shift(m))] for m in models], axis=0))
-
-
-def _views(x: np.ndarray, tta: str, margin: int) -> list[np.ndarray]:
-    offsets = TENCROP_OFFSETS if tta == "tencrop" else ((0, 0),)
-    views = [shift(x, dy * margin, dx * margin) if dy or dx else x for dy, dx in offsets]
-    if tta in ("flip", "tencrop"):
-        views += [v[:, :, ::-1, :] for v in views]
-    return views
-
-
-def tencrop_shift(model) -> int:
-    """How far the corner windows lie from the centre one: (face − crop) / 2 for a model trained with
-    `crop` (its in-model centre crop says how big), else TENCROP_SHIFT."""
-    for layer in getattr(model, "layers", ()):
-        if layer.name == "centre_crop" and hasattr(layer, "height"):
-            return (model.input_shape[1] - layer.height) // 2
-    return TENCROP_SHIFT
-
-
-def _select(per_view: list[np.ndarray], tta: str) -> np.ndarray:
-    if tta == "none":
-        return per_view[0]
-    if tta == "flip":
-        return (per_view[0] + per_view[len(per_view) // 2]) / 2
-    return np.mean(per_view, axis=0)
-
-
-def predict_views(models, x: np.ndarray, tta: str = "none") -> np.ndarray:
-    """Mean probabilities over models (an ensemble) and test-time views.
-
-    tta: ``none``; ``flip`` (original + mirror); ``tencrop`` (the five crop×crop windows — centre and
-    corners — and their mirrors: exact for models trained with any ``crop``, which predict on the
-    centre window; for other models ±TENCROP_SHIFT px shifts of the whole face)."""
-    return _select(_view_probs(models, x, tta), tta)
-
-
 def evaluate_split(models, split: str, x: np.ndarray, y: np.ndarray, *, tta: tuple[str, ...] = ("flip",),
                    names: np.ndarray | None = None, explain: bool = False) -> SplitEvaluation:
     """Plain evaluation of a model (or the mean of several), plus test-time augmentation accuracies
@@ -183,10 +126,10 @@ def evaluate_split(models, split: str, x: np.ndarray, y: np.ndarray, *, tta: tup
     Each view is predicted once: the plain and flip figures reuse the ten-crop views. `explain`: also
     the Grad-CAM sample of `SplitEvaluation.explain` (one model only: an ensemble has no one feature map)."""
     widest = "tencrop" if "tencrop" in tta else "flip" if "flip" in tta else "none"
-    per_view = _view_probs(models, x, widest)
-    extra = {f"tta_{kind}_accuracy": float(accuracy_score(y, _select(per_view, kind).argmax(axis=1)))
+    per_view = view_probs(models, x, widest)
+    extra = {f"tta_{kind}_accuracy": float(accuracy_score(y, combine(per_view, kind).argmax(axis=1)))
              for kind in tta}
-    ev = SplitEvaluation(split=split, y_true=np.asarray(y), probs=_select(per_view, "none"), extra=extra, x=x,
+    ev = SplitEvaluation(split=split, y_true=np.asarray(y), probs=combine(per_view, "none"), extra=extra, x=x,
                          names=names)
     if explain:
         ev.explain(models[0] if isinstance(models, (list, tuple)) else models)
@@ -204,19 +147,3 @@ def calibrate(evaluations: list[SplitEvaluation]) -> dict:
     for ev in evaluations:
         ev.temperature = fitted
     return {"temperature": round(applied, 4), "temperature_nll_fit": round(fitted, 4)}
-
-
-def curves_figure(history: pd.DataFrame, title: str = ""):
-    """Training curves (loss and accuracy, train vs validation) from the per-epoch history."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key in zip(axes, ("loss", "accuracy")):
-        for col, style in ((key, "-"), (f"val_{key}", "--")):
-            if col in history:
-                ax.plot(history["epoch"] + 1, history[col], style, label=col)
-        ax.set_xlabel("epoch")
-        ax.set_title(key)
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .data import CLASSES
+from ..data import CLASSES
 
 PER_CLASS = 4
 
@@ -27,7 +27,7 @@ def confident_mistakes(probs: np.ndarray, y: np.ndarray, per_class: int = PER_CL
 
 def gallery_figure(x: np.ndarray, table: pd.DataFrame, title: str = "", per_class: int = PER_CLASS):
     """One row per true class, its most confident mistakes left to right."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(CLASSES), per_class, figsize=(1.9 * per_class, 1.9 * len(CLASSES)), squeeze=False)
     for ax in axes.flat:

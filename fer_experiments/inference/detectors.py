@@ -17,7 +17,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 MIN_FACE = 32  # px (at detection scale): smaller faces hold too little for a 48×48 classifier
 DETECT_MAX_SIDE = 1280  # big photos are searched shrunk to this (detection time grows with pixels)
@@ -80,11 +80,11 @@ class MtcnnDetector:
 
     def __init__(self, min_confidence: float = MTCNN_MIN_CONFIDENCE):
         try:
-            from mtcnn import MTCNN  # noqa: PLC0415 — optional, and it imports TensorFlow
+            from mtcnn import MTCNN  # optional, and it imports TensorFlow
         except ImportError:
             raise DetectorError("face detector 'mtcnn' needs the mtcnn package: "
                                 "pip install 'fer_experiments[faces]' (or pip install mtcnn)") from None
-        import keras  # noqa: PLC0415
+        import keras
 
         if keras.backend.backend() != "tensorflow":  # mtcnn calls .numpy() on its Keras outputs
             raise DetectorError(f"face detector 'mtcnn' runs on Keras's TensorFlow backend, not "

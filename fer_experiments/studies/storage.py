@@ -11,14 +11,15 @@ import socket
 import time
 import warnings
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 from optuna.trial import TrialState
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
-from .config import ConfigError
+from ..config import ConfigError
 
 DEFAULT_JOURNAL = Path("mlruns") / "optuna" / "journal.log"
 HEARTBEAT_S = int(os.environ.get("FER_HEARTBEAT_S", "20"))  # seconds between a worker's heartbeats
@@ -26,12 +27,13 @@ MAX_RETRY = 2
 
 
 def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***, for tags and messages."""
-    parts = urlsplit(url or "")
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url or ""
+    """The URL with any password replaced by ***, for tags and messages (SQLAlchemy's own rendering)."""
+    if "://" not in (url or ""):
+        return url or ""  # a journal file path, or nothing
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL SQLAlchemy can parse: show none of it
+        return "<unparsable storage URL>"
 
 
 def _retry_and_record(on_fail):

@@ -9,7 +9,7 @@ import cv2
 import keras
 import numpy as np
 
-from .data import CLASSES
+from ..data import CLASSES
 
 SAMPLE = 16  # faces per image: divides evenly over 1, 2, 4, 8 or 16 devices under data parallelism
 KEY = "epoch/predictions"  # the image key: MLflow's run page shows it first in the "epoch" chart group

@@ -18,14 +18,19 @@ import cv2
 import keras
 import numpy as np
 
-from .data import CLASSES
-from .models import INPUT_SHAPE
+from ..data import CLASSES
+from ..errors import UserError
+from ..models import INPUT_SHAPE
 
 # Layers whose output can be the explained feature map: convolutions and their activations, and a
 # nested backbone (its output is its last block's activation).
 FEATURE_LAYERS = (keras.layers.Conv2D, keras.layers.ReLU, keras.layers.Activation, keras.Model)
 PER_CLASS = 2  # faces per class in a run's saliency grid: one the model gets right, one it gets wrong
 ALPHA = 0.45  # heatmap opacity over the face
+
+
+class SaliencyError(UserError):
+    """A model Grad-CAM cannot explain (no feature map, no class-score layer): one line and the fix."""
 
 
 @dataclass
@@ -68,7 +73,7 @@ def explainer(model: keras.Model) -> Explainer:
     idx = max((i for i, layer in enumerate(net.layers)
                if isinstance(layer, FEATURE_LAYERS) and len(layer.output.shape) == 4), default=None)
     if idx is None or idx + 1 >= len(net.layers):
-        raise ValueError(f"{net.name} has no convolutional feature map to explain")
+        raise SaliencyError(f"model {net.name} has no convolutional feature map to explain: pass a model trained by fer-exp")
     # The next layer's input is the feature map as a tensor of `net`'s own graph (a nested backbone's
     # `.output` belongs to the backbone's graph instead).
     feature_map = net.layers[idx + 1].input
@@ -92,7 +97,8 @@ def _split(model: keras.Model):
     for i, layer in enumerate(layers):
         if isinstance(layer, keras.Model) and (_has_head(layer) or layers[i + 1:i + 2] and layers[i + 1].name == "logits"):
             return layers[:i], layer, layers[i + 1:]
-    raise ValueError(f"{model.name} has no Dense 'probabilities' or 'logits' layer: not a model trained by fer-exp")
+    raise SaliencyError(f"model {model.name} has no Dense 'probabilities' or 'logits' layer to explain: pass a model "
+                        f"trained by fer-exp")
 
 
 def _has_head(model: keras.Model) -> bool:
@@ -105,14 +111,15 @@ def _score_layer(net: keras.Model, tail: list):
     for layer in [*tail, *net.layers]:
         if isinstance(layer, keras.layers.Dense) and layer.name in ("logits", "probabilities"):
             return layer
-    raise ValueError(f"{net.name} has no Dense 'probabilities' or 'logits' layer: not a model trained by fer-exp")
+    raise SaliencyError(f"model {net.name} has no Dense 'probabilities' or 'logits' layer to explain: pass a model "
+                        f"trained by fer-exp")
 
 
 def _gradient(fn, a: np.ndarray) -> np.ndarray:
     """d fn(a) / d a for a scalar-valued fn, on whichever backend Keras runs."""
     backend = keras.backend.backend()
     if backend == "tensorflow":
-        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow as tf
 
         t = tf.convert_to_tensor(a)
         with tf.GradientTape() as tape:
@@ -120,11 +127,11 @@ def _gradient(fn, a: np.ndarray) -> np.ndarray:
             y = fn(t)
         return tape.gradient(y, t).numpy()
     if backend == "jax":
-        import jax  # noqa: PLC0415
+        import jax
 
         return np.asarray(jax.grad(fn)(jax.numpy.asarray(a)))
     if backend == "torch":
-        import torch  # noqa: PLC0415
+        import torch
 
         t = torch.tensor(a, requires_grad=True)
         fn(t).backward()
@@ -176,7 +183,7 @@ def grid_figure(x: np.ndarray, y_true: np.ndarray, heat: np.ndarray, probs: np.n
                 layer: str = ""):
     """Rows of faces (one row per true class): the face, then its Grad-CAM overlay for the predicted
     class, captioned true → predicted and confidence (green right, red wrong)."""
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     classes = sorted(set(int(c) for c in y_true))
     per_row = max(int((y_true == c).sum()) for c in classes)

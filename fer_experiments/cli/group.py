@@ -1,0 +1,126 @@
+"""What every `fer-exp` command shares: the error contract, option spellings, and the options made
+from `TrainConfig` (train and tune take the same ones).
+
+The error contract (`errors.UserError`): the project's own user errors, MLflow's "does not exist" and
+a tracking server's refusal become one line and exit 2; anything else is a bug and keeps its
+traceback (exit 1). FER_DEBUG=1 shows the traceback of the one-line errors too.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import click
+
+from .. import config as cfgmod
+from ..errors import UserError
+
+# MLflow's codes for a thing the user named that is not there, or a server that refused the user.
+# Not INVALID_PARAMETER_VALUE: MLflow also raises it for its own misuse ("Changing param values is
+# not allowed"), which is a bug here and must keep its traceback.
+MLFLOW_USER_ERRORS = ("RESOURCE_DOES_NOT_EXIST", "UNAUTHENTICATED", "PERMISSION_DENIED")
+
+
+def is_user_error(exc: BaseException) -> bool:
+    if isinstance(exc, UserError):
+        return True
+    try:
+        from mlflow.exceptions import MlflowException  # e.g. a models:/ URI that names nothing
+    except ImportError:  # a machine without MLflow (file-only runs)
+        return False
+    return isinstance(exc, MlflowException) and exc.error_code in MLFLOW_USER_ERRORS
+
+
+def normalize(token: str) -> str:
+    """Option names are matched with "_" read as "-": `--n_trials` is `--n-trials` (the spelling
+    MLflow uses when it forwards `-P n_trials=6`)."""
+    return token.replace("_", "-")
+
+
+class FerGroup(click.Group):
+    """`fer-exp` and its subgroups: user errors are one line and exit 2 (the error contract above)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("context_settings", {}).update(help_option_names=["-h", "--help"],
+                                                         token_normalize_func=normalize)
+        super().__init__(*args, **kwargs)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if not is_user_error(exc) or os.environ.get("FER_DEBUG"):
+                raise
+            click.echo(f"error: {(str(exc).strip().splitlines() or [repr(exc)])[0]}", err=True)
+            ctx.exit(2)
+
+
+class Option(click.Option):
+    """An option whose older spellings (`aliases`) are still accepted but not shown, and whose help
+    may be a function, computed when help is shown (listing the models imports Keras, which
+    `fer-exp --help` and commands that need no model should not pay for)."""
+
+    def __init__(self, param_decls, *, aliases=(), help=None, **kwargs):  # noqa: A002 — click's keyword
+        self.shown = [d for d in param_decls if d.startswith("-")]
+        super().__init__([*param_decls, *aliases], **kwargs)
+        self._help = help
+
+    def get_help_record(self, ctx):
+        self.help = self._help() if callable(self._help) else self._help
+        opts, self.opts = self.opts, [o for o in self.opts if o in self.shown]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = opts
+
+
+def option(*decls, **kwargs):
+    return click.option(*decls, cls=Option, **kwargs)
+
+
+def _model_names() -> str:
+    from .. import models  # imports Keras
+
+    return ", ".join(models.list_models())
+
+
+HELPS = {
+    "model": lambda: f"registered architecture: {_model_names()}",
+    "data": "FER-2013 folder (train/, test/), fer2013.csv(.gz), 'synthetic' or 'synthetic:N'",
+    "aug_strength": "0..1, one knob for all augmentations; 0.5 = the notebook's ImageDataGenerator",
+    "unfreeze": "top backbone blocks to fine-tune (transfer models); 0 = frozen feature extractor",
+    "weights": "transfer models: imagenet | none | path to a local weights file",
+    "limit": "keep at most N images per split (smoke runs); 0 = all",
+    "diagnostics": "end-of-run extras: TTA accuracies, Grad-CAM grids, architecture diagram (false: quicker runs)",
+}
+
+
+def config_options(defaults: dict | None = None):
+    """One option per TrainConfig field (`--batch-size`, …); None = not given, so a preset (and
+    `defaults`, e.g. tune's epochs per trial) can fill it. Shown defaults are TrainConfig's."""
+    shown = {f.name: getattr(cfgmod.TrainConfig(), f.name) for f in dataclasses.fields(cfgmod.TrainConfig)}
+    shown.update(defaults or {})
+
+    def decorate(fn):
+        for f in reversed(dataclasses.fields(cfgmod.TrainConfig)):
+            default = shown[f.name]
+            text = HELPS.get(f.name, f.name.replace("_", " "))
+            suffix = f" [default: {default if default is not None else 'model default'}]"
+            fn = option(f"--{f.name.replace('_', '-')}", f.name, default=None, metavar=f.type.split(" ")[0].upper(),
+                        help=lambda t=text, x=suffix: (t() if callable(t) else t) + x)(fn)
+        return fn
+    return decorate
+
+
+def preset_option(fn):
+    return option("--preset", "preset", aliases=("--experiment",), default=None,
+                  help="named preset in experiments/ (or a .yaml path); explicit options override it")(fn)
+
+
+def mlflow_experiment_option(help_text: str):
+    return option("--mlflow-experiment", default=None, help=help_text)
+
+
+def given(preset: str | None) -> str | None:
+    """A preset name, or None for "none" / "" (MLproject's default)."""
+    return None if preset in (None, "", "none") else preset

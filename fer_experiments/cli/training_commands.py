@@ -1,0 +1,82 @@
+"""`fer-exp train`, `tune` and `import-run`: making runs."""
+from __future__ import annotations
+
+import click
+
+from .. import config as cfgmod
+from ..studies import settings as study_settings
+from ..studies.registry import PRUNERS, SAMPLERS
+from .group import config_options, given, mlflow_experiment_option, option, preset_option
+
+
+@click.command()
+@config_options()
+@preset_option
+@mlflow_experiment_option("MLflow experiment [fer2013, or fer2013-synthetic for synthetic data]")
+@option("--resume", "resume_run_id", default=None, help="continue a killed run (its MLflow run id)")
+@option("--run-folder", default=None, type=click.Path(file_okay=False),
+        help="record into DIR/<run id>/ instead of MLflow (no MLflow needed); `fer-exp import-run` adds it later")
+def train(preset, mlflow_experiment, resume_run_id, run_folder, **options):
+    """Train one registered model and record it in MLflow (or, with --run-folder, in a folder)."""
+    from .. import tracking, training  # TensorFlow is imported only when needed
+
+    tracker = tracking.FileTracker(run_folder) if run_folder else tracking.MlflowTracker()
+    if resume_run_id:
+        cfg = cfgmod.TrainConfig(**tracker.run_config(resume_run_id)).validate()
+        preset = tracker.run_tags(resume_run_id).get(tracking.tags.PRESET)
+    else:
+        cfg = cfgmod.build_config(given(preset), **options)
+    result = training.train(cfg, experiment=mlflow_experiment, resume_run_id=resume_run_id, tracker=tracker,
+                            preset=given(preset) or "")
+    shown = {k: v for k, v in result.metrics.items() if k.endswith(("accuracy", "macro_f1"))}
+    click.echo(f"run {result.run_id} finished: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
+    click.echo(f"model: {result.model_uri}")
+
+
+
+
+TUNE = study_settings.defaults()
+
+
+@click.command()
+@config_options(defaults={"epochs": f"{study_settings.TRIAL_EPOCHS} per trial"})
+@preset_option
+@option("--n-trials", default=TUNE["n_trials"], show_default=True, type=click.IntRange(min=1),
+        help="finished (complete + pruned) trials the study aims at, across all workers")
+@option("--timeout", default=TUNE["timeout"], show_default=True, type=click.FloatRange(min=0),
+        help="seconds for this worker; 0 = none")
+@option("--study", default=TUNE["study"], help="study name [fer-<model>-<dataset>]")
+@option("--storage", default=TUNE["storage"], help="Optuna storage: SQLAlchemy URL (postgresql+psycopg2://…) or journal:FILE "
+                                      "[journal file mlruns/optuna/journal.log]")
+@option("--sampler", default=TUNE["sampler"], show_default=True, type=click.Choice(list(SAMPLERS)))
+@option("--pruner", default=TUNE["pruner"], show_default=True, type=click.Choice(list(PRUNERS)))
+@option("--search-space", default=TUNE["search_space"], help="YAML file overriding the family's default space")
+@mlflow_experiment_option("MLflow experiment [fer2013 / fer2013-synthetic]")
+def tune(preset, n_trials, timeout, study, storage, sampler, pruner, search_space, mlflow_experiment, **options):
+    """Run (or join, or resume) an Optuna study; every trial is a nested MLflow run. Settings the
+    study does not search are fixed by the options (and --preset) as in `train`."""
+    from ..studies import tuning
+
+    options["epochs"] = options["epochs"] or study_settings.TRIAL_EPOCHS
+    base = cfgmod.build_config(given(preset), **options)
+    settings = study_settings.TuneSettings(base=base, n_trials=n_trials, timeout=timeout, study=study, storage=storage,
+                                   sampler=sampler, pruner=pruner, search_space=search_space,
+                                   experiment=mlflow_experiment or "")
+    _, parent, best = tuning.tune(settings, echo=click.echo)
+    if best is None:
+        click.echo(f"no completed trial (all pruned or failed so far): no best model; parent run {parent}")
+    else:
+        click.echo(f"best trial {best.number}: val_accuracy {best.value:.4f} params {best.params} "
+                   f"(test_accuracy {best.user_attrs.get('test_accuracy')}, reported only); parent run {parent}")
+
+
+@click.command("import-run")
+@click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False), metavar="FOLDER...")
+@mlflow_experiment_option("MLflow experiment [the one the run names]")
+def import_run(folders, mlflow_experiment):
+    """Make file-only runs (`train --run-folder`) ordinary MLflow runs in the tracking store."""
+    from ..tracking import imports
+
+    for folder in folders:
+        run_id = imports.import_run(folder, experiment=mlflow_experiment)
+        click.echo(f"{folder} → run {run_id}")

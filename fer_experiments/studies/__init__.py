@@ -1,0 +1,9 @@
+"""Optuna studies over the one trainer (`fer-exp tune`).
+
+- `tuning`: the study — objective, workers cooperating on one study, its MLflow parent and trials;
+- `settings`: `TuneSettings`, the study's own settings and their defaults (light: no Optuna);
+- `registry`: sampler and pruner names (the CLI's choices); `pruning`: building them, the
+  majority-class floor, and the Keras callback that reports epochs to a trial;
+- `search_space`: the YAML spaces in experiments/search_spaces/; `storage`: journal file or
+  SQLAlchemy URL, heartbeats and dead-worker recovery; `plots`: Optuna's matplotlib figures.
+"""

@@ -1,0 +1,204 @@
+"""`MlflowTracker`: a run in the MLflow tracking store, and every MLflow call this project makes.
+
+MLflow's own defaults apply: with no MLFLOW_TRACKING_URI the store is `sqlite:///mlflow.db` with
+artifacts in `./mlruns/`, which is what `mlflow ui` with no arguments shows. Besides the `Tracker`
+calls of a training run, the tracker has what the other commands record or read: a study's parent
+and trial runs (`studies.StudyRecords`), the report's and export's runs (`outputs.OutputRecords`),
+and logged models (`logged_models`).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import signal
+import threading
+import warnings
+from pathlib import Path
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
+
+from ..errors import UserError
+from . import logged_models, records
+from .base import ending
+from .epochs import EpochMetrics
+from .outputs import OutputRecords
+from .studies import StudyRecords
+
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # `mlflow ui` opens on the runs
+AUTH_CODES = ("UNAUTHENTICATED", "PERMISSION_DENIED")
+
+
+def _raise_keyboard_interrupt(signum, frame):  # SIGTERM (mlflow run's Ctrl-C, kill) → run ends KILLED
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+class MlflowTracker(StudyRecords, OutputRecords):
+    """Records into the MLflow tracking store (MLFLOW_TRACKING_URI or MLflow's default)."""
+
+    enabled = True
+
+    def __init__(self):
+        self.run_id = ""
+
+    # -- the run ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def run(self, *, experiment: str, run_name: str, tags: dict, description: str = "",
+            resume_run_id: str | None = None, parent_run_id: str | None = None):
+        """Start (or continue) a run and always end it (`base.ending`).
+
+        Inside `mlflow run`, MLFLOW_RUN_ID names the run MLflow created: we continue it rather than
+        starting a second, orphaned one. `resume_run_id` continues a run that was killed mid-training;
+        `parent_run_id` makes a nested child (an Optuna trial). MLflow samples the machine's CPU and
+        memory into the run's system metrics meanwhile."""
+        self.check_store()
+        run = self._start(experiment, run_name, resume_run_id, parent_run_id)
+        named = os.environ.get("MLFLOW_RUN_ID") and not (resume_run_id or parent_run_id)  # named for the entry point
+        mlflow.set_tags({**tags, **({"mlflow.runName": run_name} if named else {}),
+                         **({MLFLOW_RUN_NOTE: description} if description else {})})
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main else None
+        self.run_id = run.info.run_id
+        try:
+            with ending(mlflow.end_run):
+                yield self.run_id
+        finally:
+            self.run_id = ""
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def _start(self, experiment: str, run_name: str, resume_run_id: str | None, parent_run_id: str | None):
+        start = functools.partial(mlflow.start_run, log_system_metrics=True)
+        env_run = os.environ.get("MLFLOW_RUN_ID")
+        if resume_run_id:
+            run = start(run_id=resume_run_id)
+        elif parent_run_id:
+            # Created through the client: the fluent API would pick up MLFLOW_RUN_ID (the parent,
+            # inside `mlflow run`), and the parent may be held by another process.
+            client = mlflow.MlflowClient()
+            exp_id = client.get_run(parent_run_id).info.experiment_id
+            child = client.create_run(exp_id, run_name=run_name, tags={MLFLOW_PARENT_RUN_ID: parent_run_id})
+            run = start(run_id=child.info.run_id)
+        elif env_run:
+            run = start(run_id=env_run)
+        else:
+            mlflow.set_experiment(experiment)
+            run = start(run_name=run_name)
+        for key, value in EXPERIMENT_KIND.items():
+            mlflow.MlflowClient().set_experiment_tag(run.info.experiment_id, key, value)
+        return run
+
+    # -- what a run records -------------------------------------------------------------------------
+    def log_config(self, config: dict) -> None:
+        mlflow.log_dict(config, "config.json")
+
+    def log_params(self, params: dict) -> None:
+        """Log params, skipping keys the run already holds (the `-P` values `mlflow run` logged, or a
+        resumed run's own): MLflow params are immutable, and those values are the explicit ones,
+        which the resolved config keeps by construction."""
+        existing = mlflow.get_run(self.run_id).data.params
+        fresh = {k: records.param_value(v) for k, v in params.items() if k not in existing}
+        if fresh:
+            mlflow.log_params(fresh)
+
+    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+        mlflow.log_metrics(metrics, step=step)
+
+    def log_dataset(self, ds) -> None:
+        """Each split as an MLflow dataset input (name, digest, source) with its per-class counts."""
+        counts = ds.counts()
+        for split, part in ds.splits.items():
+            with warnings.catch_warnings():  # MLflow cannot tell which local source class a path is; either is right
+                warnings.simplefilter("ignore", UserWarning)
+                dataset = mlflow.data.from_numpy(part.x, targets=part.y, source=ds.source,
+                                                 name=f"{ds.name}-{split}", digest=f"{ds.digest}-{split}"[:36])
+            mlflow.log_input(dataset, context=split, tags=records.input_tags(counts[split], ds.synthetic))
+        mlflow.log_dict(records.dataset_record(ds), "data/dataset.json")
+        self.log_params(records.dataset_params(ds))
+
+    def epoch_callback(self, n_train: int) -> keras.callbacks.Callback:
+        return EpochMetrics(n_train, self.log_metrics)
+
+    def log_image(self, image: np.ndarray, *, key: str, step: int) -> None:
+        """One step of an image series (MLflow's image view: one key, a slider over the steps)."""
+        mlflow.log_image(image, key=key, step=step)
+
+    def log_evaluation(self, ev, title: str) -> dict[str, float]:
+        metrics = ev.metrics()
+        mlflow.log_metrics(metrics)
+        for path, item in records.evaluation_artifacts(ev, title).items():
+            if isinstance(item, str):
+                mlflow.log_text(item, path)
+            else:
+                self._log_figure(item, path)
+        return metrics
+
+    def log_history(self, history_csv: Path, curves_fig) -> None:
+        """The per-epoch history as CSV (what the notebook kept in `.log` files) and its curves."""
+        mlflow.log_artifact(str(history_csv), "history")
+        self._log_figure(curves_fig, "history/training_curves.png")
+
+    def log_summary(self, summary: dict, all_metrics: dict) -> None:
+        mlflow.log_metrics(summary)
+        mlflow.log_text(json.dumps(all_metrics, indent=1, sort_keys=True), "evaluation/metrics.json")
+
+    def log_model(self, model: keras.Model, x_example, *, file_stem: str, register: str = "", name: str = "model",
+                  metrics: dict | None = None, plain: keras.Model | None = None, diagram: bool = True) -> str:
+        return logged_models.log_model(model, x_example, file_stem=file_stem, register=register, name=name,
+                                       metrics=metrics, plain=plain, diagram=diagram)
+
+    def set_tag(self, key: str, value: str) -> None:
+        mlflow.set_tag(key, value)
+
+    @staticmethod
+    def _log_figure(fig, path: str) -> None:
+        import matplotlib.pyplot as plt
+
+        mlflow.log_figure(fig, path)
+        plt.close(fig)
+
+    # -- reading the store ----------------------------------------------------------------------------
+    def run_config(self, run_id: str) -> dict:
+        """The resolved config a run was started with (to resume it)."""
+        self._existing_run(run_id)
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.json")
+        return json.loads(Path(path).read_text())
+
+    def run_tags(self, run_id: str) -> dict:
+        return self._existing_run(run_id).data.tags
+
+    def _existing_run(self, run_id: str):
+        try:
+            return mlflow.MlflowClient().get_run(run_id)
+        except mlflow.exceptions.MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            raise UserError(f"run '{run_id}' is not in the tracking store {mlflow.get_tracking_uri()}: pass the id of "
+                            f"one of its runs (or set MLFLOW_TRACKING_URI to the store it is in)") from None
+
+    def load_model(self, uri: str) -> keras.Model:
+        return logged_models.load_model(uri)
+
+    @staticmethod
+    def tracking_uri() -> str:
+        """The store runs go to (MLFLOW_TRACKING_URI, or MLflow's default sqlite:///mlflow.db)."""
+        return mlflow.get_tracking_uri()
+
+    def check_store(self) -> None:
+        """One cheap request before any work, so missing credentials for a basic-auth tracking server
+        are one line naming the fix, not a stack of HTTP errors after the study or the run has begun."""
+        try:
+            mlflow.MlflowClient().search_experiments(max_results=1)
+        except mlflow.exceptions.MlflowException as exc:
+            text = str(exc)
+            if exc.error_code in AUTH_CODES or "error code 401" in text or "error code 403" in text:
+                who = os.environ.get("MLFLOW_TRACKING_USERNAME")
+                raise UserError(f"the tracking server {mlflow.get_tracking_uri()} refused "
+                                f"{'user ' + repr(who) if who else 'an unauthenticated request'}: set "
+                                f"MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to a user of its basic-auth app"
+                                ) from None
+            raise
