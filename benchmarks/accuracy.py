@@ -15,8 +15,8 @@ import numpy as np
 from fer_experiments import data as fer_data
 from fer_experiments import training
 from fer_experiments.config import build_config
-from fer_experiments.tracking import tags
 from fer_experiments.evaluation.split import evaluate_split
+from fer_experiments.tracking import tags
 
 HUMAN_LEVEL = 0.65
 

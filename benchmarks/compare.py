@@ -16,8 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fer_experiments import training
-from fer_experiments.evaluation import report
 from fer_experiments.config import build_config
+from fer_experiments.evaluation import report
 from fer_experiments.tracking import MlflowTracker, tags
 
 from .accuracy import parse_recipe

@@ -53,9 +53,9 @@ MTCNN_SWEEP = (0.8, 0.9, 0.95, 0.99)  # MTCNN confidence cuts reported besides t
 
 def real_photos() -> dict[str, np.ndarray]:
     """The photos above as BGR uint8, by name."""
-    import skimage.data  # noqa: PLC0415 — the test extra
-    from matplotlib import cbook  # noqa: PLC0415
-    from sklearn.datasets import load_sample_images  # noqa: PLC0415
+    import skimage.data
+    from matplotlib import cbook
+    from sklearn.datasets import load_sample_images
 
     rgb = {n: getattr(skimage.data, n)() for n in ("astronaut", "camera", "coffee", "chelsea", "rocket",
                                                    "hubble_deep_field", "grass", "gravel", "brick")}

@@ -13,7 +13,7 @@ import time
 
 import keras
 
-from fer_experiments import training, tracking
+from fer_experiments import tracking, training
 from fer_experiments.config import build_config
 
 EXPERIMENT = "fer-benchmark-overhead"  # short 4,000-image runs: kept out of the model comparison

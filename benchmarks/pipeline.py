@@ -22,7 +22,7 @@ BATCH = 64
 
 
 def notebook_generator(folder: str, seed: int = 0):
-    from keras.src.legacy.preprocessing.image import ImageDataGenerator  # noqa: PLC0415 — Keras 3's copy
+    from keras.src.legacy.preprocessing.image import ImageDataGenerator
 
     gen = ImageDataGenerator(rotation_range=20, zoom_range=0.15, horizontal_flip=True)
     return gen.flow_from_directory(str(Path(folder) / "train"), target_size=(48, 48), color_mode="grayscale",

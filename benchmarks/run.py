@@ -48,20 +48,20 @@ def main(data, parts, recipes, out, steps, step_batches, step_models, repeats, l
     for part in parts or PARTS:
         click.echo(f"== {part}", err=True)
         if part == "step":
-            from .step import RECIPES, measure  # noqa: PLC0415
+            from .step import RECIPES, measure
             chosen = tuple(r for r in RECIPES if not step_models or r[0] in step_models)
             results["step"] = measure(data, steps=step_batches, repeats=repeats, recipes=chosen)
         elif part == "pipeline":
-            from .pipeline import measure  # noqa: PLC0415
+            from .pipeline import measure
             results["pipeline"] = measure(data, steps=steps)
         elif part == "overhead":
-            from .overhead import measure  # noqa: PLC0415
+            from .overhead import measure
             results["overhead"] = measure(data, limit=limit)
         elif part == "compare":
-            from .compare import CPU_RECIPES, run  # noqa: PLC0415
+            from .compare import CPU_RECIPES, run
             results["compare"] = run(data, out, recipes=recipes or CPU_RECIPES)
         else:
-            from .accuracy import run_recipe  # noqa: PLC0415
+            from .accuracy import run_recipe
             rows = {r["recipe"]: r for r in results.get("accuracy", [])}
             for recipe in recipes or DEFAULT_RECIPES:
                 rows[recipe] = run_recipe(recipe, data)
@@ -73,7 +73,7 @@ def main(data, parts, recipes, out, steps, step_batches, step_models, repeats, l
 
 
 def _write(results: dict, out: Path) -> None:
-    from .table import markdown  # noqa: PLC0415
+    from .table import markdown
 
     (out / "results.json").write_text(json.dumps(results, indent=1))
     (out / "results.md").write_text(markdown(results))

@@ -117,7 +117,7 @@ def _augmentation_placement(cfg, x, y) -> dict:
     """The same augmented training two ways, no callbacks: the augmenter inside the model fed from
     arrays (what the trainer does) vs in a parallel, prefetched `tf.data` feed in front of the bare
     network (TensorFlow backend: what a CPU input pipeline would do)."""
-    import tensorflow as tf  # noqa: PLC0415 — this arm is the TensorFlow feed by definition
+    import tensorflow as tf
 
     loss, targets = training.loss_and_targets(cfg)
     in_model, _ = training.build_model(cfg)

@@ -36,13 +36,15 @@ def markdown(results: dict) -> str:
     rows = results.get("accuracy", [])
     if rows:
         lines += ["### (c) Accuracy on PublicTest (3,589 images; selection on validation carved from train)", "",
-                  "| recipe | precision | epochs | minutes | img/s | val acc | test acc | test macro-F1 | flip-TTA | ten-crop TTA "
+                  "| recipe | precision | epochs | minutes | img/s | val acc | test acc | test macro-F1 | flip-TTA "
+                  "| ten-crop TTA "
                   "| first ≥ 65 % (plain / TTA) | run |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             first = " / ".join("–" if r.get(k) is None else f"{r[k]:.1f} min" for k in ("minutes_to_65", "minutes_to_65_tta"))
             ips = r.get("train_images_per_second")
-            lines.append(f"| `{r['recipe']}` | {r.get('precision', '–')} | {r['epochs']} | {r['minutes']:.1f} | {ips or '–'} | {_pct(r['validation_accuracy'])} "
+            lines.append(f"| `{r['recipe']}` | {r.get('precision', '–')} | {r['epochs']} | {r['minutes']:.1f} | {ips or '–'} "
+                     f"| {_pct(r['validation_accuracy'])} "
                          f"| {_pct(r['test_accuracy'])} | {r['test_macro_f1']:.3f} | {_pct(r['test_tta_flip_accuracy'])} "
                          f"| {_pct(r['test_tta_tencrop_accuracy'])} "
                          f"| {first} "

@@ -1,10 +1,14 @@
 """Facial-emotion recognition experiments on FER-2013, tracked in MLflow and tuned with Optuna.
 
+The package, by layer (each imports only downward): `cli` → `training`, `studies`, `inference`,
+`evaluation` → `tracking` (all MLflow, behind one `Tracker` interface) → `data`, `models`, `augment`
+(pure Keras/NumPy); `config` holds every setting, `errors` the error contract.
+
 The Keras backend is Keras's own choice (KERAS_BACKEND, else ~/.keras/keras.json), with one default
 of ours: where JAX with CUDA is installed (``pip install 'fer_experiments[gpu]'``) and KERAS_BACKEND is
 not set, JAX is used — it is the install's only backend that trains on the GPU (TensorFlow comes as
-tensorflow-cpu). On CPU, TensorFlow stays the default: it ran the training step 1.6–2× faster than
-JAX in float32 and 3–6× in its mixed bfloat16 on this project's 2-core CPU (README, "Accelerators"). Set KERAS_BACKEND to choose yourself.
+tensorflow-cpu). On CPU TensorFlow stays the default, being the faster one there (README,
+"Accelerators": `python -m benchmarks.run --part backends`). Set KERAS_BACKEND to choose yourself.
 """
 import importlib.util
 import os

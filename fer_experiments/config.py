@@ -59,7 +59,7 @@ class TrainConfig:
     devices: int = 0                 # data-parallel devices (JAX backend); 0 = every accelerator where several, else 1
     diagnostics: bool = True         # end-of-run extras: TTA accuracies, Grad-CAM grids, architecture diagram
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         from . import models  # registry lookups only (imports Keras)
 
         spec = models.get_spec(self.model)  # raises UnknownModelError with the known names
@@ -99,7 +99,7 @@ class TrainConfig:
                 raise ConfigError(f"{key}={getattr(self, key)!r} is out of range: it {why}")
         return self
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """Fill model-dependent defaults (aug_strength, image_size) from the model registry, the
         machine's precision for ``auto``, and ``unfreeze`` = every block for a backbone trained from
         scratch (``weights=none``: there is nothing pretrained to keep frozen)."""

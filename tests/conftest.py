@@ -6,8 +6,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import mlflow  # noqa: E402
-import pytest  # noqa: E402
+import mlflow
+import pytest
 
 SMALL_DATA = "synthetic:1200"  # ~860 train / 96 val / 240 test images: seconds per epoch
 

@@ -16,7 +16,8 @@ from fer_experiments import data as fer_data
 def test_benchmark_parts_write_json_and_markdown(store, tmp_path):
     folder = fer_data.write_synthetic(tmp_path / "faces", n=700, seed=3)
     out = tmp_path / "results"
-    args = ["--data", str(folder), "--out", str(out), "--steps", "3", "--limit", "200", "--step-batches", "2", "--repeats", "1", "--step-model", "custom_aug",
+    args = ["--data", str(folder), "--out", str(out), "--steps", "3", "--limit", "200", "--step-batches", "2", "--repeats", "1",
+            "--step-model", "custom_aug",
             "--part", "step", "--part", "pipeline", "--part", "overhead", "--part", "accuracy",
             "--recipe", "fer_compact_fast:epochs=2,limit=300"]
     result = CliRunner().invoke(bench, args, catch_exceptions=False)

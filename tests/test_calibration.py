@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from fer_experiments.evaluation import calibration as C
 from fer_experiments import training
 from fer_experiments.config import build_config
+from fer_experiments.evaluation import calibration as C
 
 
 def _overconfident(n: int, seed: int):

@@ -9,8 +9,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fer_experiments.data import (CLASSES, DataError, csv_to_folder, folder_to_csv, load_dataset, make_synthetic,
-                                  write_synthetic)
+from fer_experiments.data import (
+    CLASSES,
+    DataError,
+    csv_to_folder,
+    folder_to_csv,
+    load_dataset,
+    make_synthetic,
+    write_synthetic,
+)
 
 
 def _face(value: int, size: int = 48) -> Image.Image:
@@ -127,7 +134,7 @@ def _csv(path, rows):
 
 
 def test_csv_plain_and_gzipped(tmp_path):
-    pix = lambda v: " ".join([str(v)] * 2304)  # noqa: E731
+    pix = lambda v: " ".join([str(v)] * 2304)
     rows = [(lab, pix(lab * 10), "Training") for lab in range(7)] * 3 + [(3, pix(1), "PublicTest"),
                                                                            (5, pix(2), "PrivateTest")]
     plain = _csv(tmp_path / "fer2013.csv", rows)

@@ -13,8 +13,8 @@ from test_predict import iou, jsonl, model_file  # noqa: F401 — model_file is 
 
 from benchmarks.detectors import REAL_FACES
 from fer_experiments.cli import main
-from fer_experiments.inference.detectors import DETECTORS, get_detector
 from fer_experiments.errors import UserError
+from fer_experiments.inference.detectors import DETECTORS, get_detector
 
 ASTRONAUT_FACE = REAL_FACES["astronaut"][0]
 

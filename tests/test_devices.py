@@ -13,8 +13,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from fer_experiments.training import devices
 from fer_experiments.augment import Batches
+from fer_experiments.training import devices
 
 pytest.importorskip("jax")
 
@@ -96,9 +96,9 @@ def test_full_batches_split_evenly_and_use_every_image_over_epochs():
 
 
 def test_several_devices_need_jax_and_a_batch_that_splits(monkeypatch):
-    from fer_experiments.errors import UserError
-
     import keras
+
+    from fer_experiments.errors import UserError
 
     with pytest.raises(UserError, match="needs the JAX backend" if keras.backend.backend() != "jax" else "machine has"):
         devices.resolve(64)

@@ -39,7 +39,7 @@ def tflite_predict(path, x: np.ndarray, interpreter=None) -> tuple[np.ndarray, o
         except ImportError:
             import tensorflow as tf
 
-            Interpreter = tf.lite.Interpreter  # noqa: N806
+            Interpreter = tf.lite.Interpreter
         interpreter = Interpreter(model_path=str(path))
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     interpreter.resize_tensor_input(inp["index"], x.shape)

@@ -11,8 +11,8 @@ import pytest
 
 from fer_experiments import data as fer_data
 from fer_experiments import training
-from fer_experiments.training import precision
 from fer_experiments.config import ConfigError, build_config
+from fer_experiments.training import precision
 
 
 @pytest.mark.parametrize("flags, expected", [

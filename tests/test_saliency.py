@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from fer_experiments import models, training
-from fer_experiments.evaluation import calibration, saliency
-from fer_experiments.training import snapshots
 from fer_experiments.config import build_config
 from fer_experiments.data import CLASSES
+from fer_experiments.evaluation import calibration, saliency
+from fer_experiments.training import snapshots
 
 REGION = (slice(6, 22), slice(6, 22))  # the only place the class is drawn: top left; noise elsewhere
 

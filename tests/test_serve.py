@@ -41,7 +41,7 @@ def serve(store, tmp_path):
             start_new_session=True)  # its own process group: uvicorn's worker goes down with it
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
-        log_tail = lambda: (tmp_path / "serve.log").read_text()[-2000:]  # noqa: E731
+        log_tail = lambda: (tmp_path / "serve.log").read_text()[-2000:]
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if proc.poll() is not None:

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from conftest import SMALL_DATA, all_runs
 
-from fer_experiments.evaluation import calibration
 from fer_experiments import data as fer_data
 from fer_experiments.config import build_config
+from fer_experiments.evaluation import calibration
 from fer_experiments.training import train
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_seconds",
@@ -198,7 +198,8 @@ def test_resume_keeps_the_best_weights_and_early_stopping_state_from_before_the_
 
     run, _ = run_and_kill(tmp_path, KILL_AFTER_SECOND_EPOCH)
     client = mlflow.MlflowClient()
-    before_kill = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "epoch/val_accuracy"), key=lambda m: m.step)]
+    history = client.get_metric_history(run.info.run_id, "epoch/val_accuracy")
+    before_kill = [m.value for m in sorted(history, key=lambda m: m.step)]
     assert len(before_kill) == 2
     cfg = TrainConfig(**tracking.MlflowTracker().run_config(run.info.run_id)).validate()
     result = train(cfg, resume_run_id=run.info.run_id, callbacks=[sabotage()], verbose=0)

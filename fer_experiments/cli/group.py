@@ -60,7 +60,7 @@ class Option(click.Option):
     may be a function, computed when help is shown (listing the models imports Keras, which
     `fer-exp --help` and commands that need no model should not pay for)."""
 
-    def __init__(self, param_decls, *, aliases=(), help=None, **kwargs):  # noqa: A002 — click's keyword
+    def __init__(self, param_decls, *, aliases=(), help=None, **kwargs):
         self.shown = [d for d in param_decls if d.startswith("-")]
         super().__init__([*param_decls, *aliases], **kwargs)
         self._help = help

@@ -21,7 +21,7 @@ USAGE_OF = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 
 def folder_to_csv(root, csv_path) -> Path:
     """Folder layout → fer2013.csv(.gz). A plain test/ (no PublicTest/PrivateTest split) → PublicTest."""
-    from .folder import read_folder  # noqa: PLC0415
+    from .folder import read_folder
 
     parts, _ = read_folder(Path(root))
     usage = dict(USAGE_OF) if "val" in parts else {**USAGE_OF, "test": "PublicTest"}
@@ -30,7 +30,7 @@ def folder_to_csv(root, csv_path) -> Path:
 
 def csv_to_folder(csv_path, root) -> Path:
     """fer2013.csv(.gz) → folder layout: Training → train/, PublicTest/PrivateTest → test/ (prefixed)."""
-    from .csvfile import read_csv  # noqa: PLC0415
+    from .csvfile import read_csv
 
     parts, _ = read_csv(Path(csv_path))
     root = Path(root)

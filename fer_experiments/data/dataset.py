@@ -27,7 +27,7 @@ class Split:
     y: np.ndarray  # (N,) int64, FER-2013 label order
     names: np.ndarray | None = None  # (N,) str: each image's file (relative to the source) or CSV file:line
 
-    def take(self, idx: np.ndarray) -> "Split":
+    def take(self, idx: np.ndarray) -> Split:
         """The images at `idx`, names and all."""
         return Split(self.x[idx], self.y[idx], None if self.names is None else self.names[idx])
 

@@ -76,7 +76,7 @@ def _sample(rng: np.random.Generator, y: np.ndarray) -> dict[str, np.ndarray]:
     p = EXPRESSIONS[y] + rng.standard_normal((n, 7), dtype=np.float32) * PARAM_NOISE
     p[:, [1, 2, 6]] = np.maximum(p[:, [1, 2, 6]], [0.25, 2.5, 0.25])  # open, width, eye stay drawable
     out = {name: p[:, i] for i, name in enumerate(("curve", "open", "width", "skew", "raise", "tilt", "eye"))}
-    uniform = lambda lo, hi: rng.uniform(lo, hi, n).astype(np.float32)  # noqa: E731
+    uniform = lambda lo, hi: rng.uniform(lo, hi, n).astype(np.float32)
     out |= {"dx": rng.normal(0, 1.5, n), "dy": rng.normal(0, 1.5, n), "scale": uniform(0.88, 1.12),
             "roll": np.deg2rad(rng.normal(0, 6, n)), "skin": uniform(140, 190), "skin_grad": uniform(-15, 15),
             "back": uniform(40, 100), "back_grad": uniform(-10, 10), "contrast": uniform(0.85, 1.15)}

@@ -4,8 +4,8 @@ from __future__ import annotations
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures go to files / MLflow, never to a screen
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
 
 def curves_figure(history: pd.DataFrame, title: str = ""):

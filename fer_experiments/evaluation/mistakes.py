@@ -20,7 +20,8 @@ def confident_mistakes(probs: np.ndarray, y: np.ndarray, per_class: int = PER_CL
     for c in range(len(CLASSES)):
         wrong = np.flatnonzero((y == c) & (pred != c))
         for i in wrong[np.argsort(-conf[wrong], kind="stable")][:per_class]:
-            rows.append({"index": int(i), "file": "" if names is None else str(names[i]), "true": CLASSES[c], "predicted": CLASSES[pred[i]],
+            rows.append({"index": int(i), "file": "" if names is None else str(names[i]), "true": CLASSES[c],
+                         "predicted": CLASSES[pred[i]],
                          "confidence": float(conf[i]), "p_true": float(probs[i, c])})
     return pd.DataFrame(rows, columns=["index", "file", "true", "predicted", "confidence", "p_true"])
 

@@ -45,7 +45,8 @@ def collect(experiment: str, *, include_trials: bool = False, tracker=None) -> p
         **{f"recall_{c}": _either(runs, f"metrics.test_per_class/recall_{c}", f"metrics.test_recall_{c}") for c in CLASSES},
     })
     # A backbone trained from scratch is not the seed's transfer model: say so wherever the model is named.
-    scratch = table["init"].eq("from scratch") & table["model"].map(lambda m: m in models.MODELS and bool(models.get_spec(m).blocks))
+    backbone = table["model"].map(lambda m: m in models.MODELS and bool(models.get_spec(m).blocks))
+    scratch = table["init"].eq("from scratch") & backbone
     table.loc[scratch, "model"] = table.loc[scratch, "model"] + " (from scratch)"
     return table.sort_values("validation_accuracy", ascending=False, na_position="last").reset_index(drop=True)
 

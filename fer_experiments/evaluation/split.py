@@ -12,15 +12,21 @@ from dataclasses import dataclass, field
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures go to files / MLflow, never to a screen
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import (ConfusionMatrixDisplay, accuracy_score, classification_report,  # noqa: E402
-                             confusion_matrix, f1_score, precision_recall_fscore_support)
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import (
+    ConfusionMatrixDisplay,
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
-from ..data import CLASSES  # noqa: E402
-from . import calibration, mistakes, saliency  # noqa: E402
-from .tta import combine, view_probs  # noqa: E402
+from ..data import CLASSES
+from . import calibration, mistakes, saliency
+from .tta import combine, view_probs
 
 LABELS = list(range(len(CLASSES)))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 TENCROP_SHIFT = 4  # px, for models without a centre crop: the 40-px windows of a 48-px face lie within ±4 px
 TENCROP_OFFSETS = ((0, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))  # centre, then the four corners
 

@@ -12,7 +12,6 @@ import csv
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -118,9 +117,9 @@ def _write_rows(files, model, out_fh, out_dir: Path | None, *, fmt: str, margin:
     writer, used = RowWriter(out_fh, fmt), set()
     counts = {"ok": 0, "no_face": 0, "error": 0}
     for rows in predict_images(files, model, margin=margin, detector=detector):
-        for row in rows:
-            writer.write(row)
-            counts[row["status"]] += 1
+        for face in rows:
+            writer.write(face)
+            counts[face["status"]] += 1
         if out_dir and rows[0]["status"] == "ok":
             annotate(rows, out_dir, used)
     return (f"predict: {len(files)} images, {counts['ok']} faces, {counts['no_face']} without a face, "

@@ -15,8 +15,8 @@ Adding an architecture is one function::
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import keras
 import numpy as np

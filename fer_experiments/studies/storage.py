@@ -64,7 +64,7 @@ def open_storage(url: str, on_fail):
                 return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
                                   grace_period=3 * HEARTBEAT_S,
                                   heartbeat_stale_trial_callback=_retry_and_record(on_fail))
-        except Exception as exc:  # noqa: BLE001 — SQLAlchemy/driver errors vary; the user needs one line
+        except Exception as exc:
             text = str(exc)
             # Workers starting together on an empty database race to create Optuna's tables:
             # the loser sees a duplicate-key error; the tables exist by then, so try again.

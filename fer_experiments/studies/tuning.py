@@ -12,13 +12,12 @@ import os
 import socket
 import time
 
-import keras
 import optuna
 from optuna.trial import TrialState
 
 from .. import data as fer_data
 from .. import training
-from ..config import ConfigError, TrainConfig
+from ..config import ConfigError
 from ..errors import UserError
 from ..tracking import MlflowTracker
 from ..tracking import experiment_name_for as tracking_experiment

@@ -1,9 +1,9 @@
 """`fer-exp import-run FOLDER`: a file-only run (`files.FileTracker`) becomes an ordinary MLflow run.
 
 The run keeps its name, tags, description, params, epoch metrics (with their steps and timestamps),
-per-epoch images (MLflow's image series), start/end times, status and artifacts; its `.keras` model is logged with the Keras flavour as a
-LoggedModel carrying its metrics, exactly as a training run logs it. The folder is marked with the
-new run id, so importing it twice is refused rather than duplicated.
+per-epoch images (MLflow's image series), start/end times, status and artifacts; its `.keras` model is
+logged with the Keras flavour as a LoggedModel carrying its metrics, exactly as a training run logs it.
+The folder is marked with the new run id, so importing it twice is refused rather than duplicated.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ MARKER = "imported.json"
 BATCH = 1000  # MLflow's log_batch limit on metrics per call
 
 
-class ImportError_(UserError):  # noqa: N801 — not the builtin ImportError
+class ImportError_(UserError):
     """The folder is not a file-only run, or was imported already."""
 
 

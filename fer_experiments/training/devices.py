@@ -22,16 +22,16 @@ def _all() -> list[str]:
     """Device ids as Keras names them ("cpu:0", "gpu:1", …)."""
     backend = keras.backend.backend()
     if backend == "jax":
-        import jax  # noqa: PLC0415
+        import jax
 
         return [f"{d.platform}:{d.id}" for d in jax.devices()]
     if backend == "tensorflow":
-        import tensorflow as tf  # noqa: PLC0415
+        import tensorflow as tf
 
         gpus = tf.config.list_logical_devices("GPU")
         return [f"gpu:{i}" for i in range(len(gpus))] or ["cpu:0"]
     if backend == "torch":
-        import torch  # noqa: PLC0415
+        import torch
 
         return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cpu:0"]
     return ["cpu:0"]
@@ -43,7 +43,7 @@ def describe() -> dict:
     kind = ids[0].split(":")[0].replace("cuda", "gpu")
     info = {"keras_backend": keras.backend.backend(), "device_kind": kind, "device_count": len(ids)}
     if kind != "cpu" and keras.backend.backend() == "jax":
-        import jax  # noqa: PLC0415
+        import jax
 
         info["device_name"] = jax.devices()[0].device_kind
     return info

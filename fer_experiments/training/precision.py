@@ -41,7 +41,7 @@ def resolve(precision: str) -> str:
     130–165 float32, measured 2026-11-30 on the 2-core EPYC)."""
     if precision != "auto":
         return precision
-    from . import devices  # noqa: PLC0415
+    from . import devices
 
     if devices.describe()["device_kind"] != "cpu":
         return "mixed_bfloat16"

@@ -23,8 +23,18 @@ from ..evaluation.curves import curves_figure
 from ..evaluation.split import calibrate, evaluate_split
 from ..tracking import tags as T
 from . import devices, snapshots
-from .build import (build_model, class_weights, describe, float32_copy, initialisation, jit_compile,
-                    loss_and_targets, make_optimizer, run_name, shrink)
+from .build import (
+    build_model,
+    class_weights,
+    describe,
+    float32_copy,
+    initialisation,
+    jit_compile,
+    loss_and_targets,
+    make_optimizer,
+    run_name,
+    shrink,
+)
 from .resume import ResumableEarlyStopping, ResumablePlateau
 
 
