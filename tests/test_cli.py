@@ -28,7 +28,8 @@ def test_help_lists_commands_and_models():
     out = invoke("--help").output
     assert all(cmd in out for cmd in ("train", "evaluate", "data"))
     train_help = invoke("train", "--help").output
-    assert "custom_aug" in train_help and "resnet50" in train_help and "--aug_strength" in train_help
+    assert "custom_aug" in train_help and "resnet50" in train_help and "--aug-strength" in train_help
+    assert "--aug_strength" not in train_help and "--experiment" not in train_help  # old spellings: accepted, not shown
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -37,7 +38,7 @@ def test_help_lists_commands_and_models():
     (["--dropout", "1.5"], "dropout=1.5 is out of range"),
     (["--epochs", "-3"], "epochs=-3 is out of range"),
     (["--epochs", "many"], "epochs='many' is not a valid int"),
-    (["--experiment", "nope"], "unknown experiment 'nope'"),
+    (["--preset", "nope"], "unknown preset 'nope'"),
     (["--model", "resnet50", "--weights", "/nonexistent/w.h5", "--image_size", "32"], "/nonexistent/w.h5"),
 ])
 def test_bad_input_is_one_line_and_leaves_no_run(store, args, needle):
@@ -52,7 +53,7 @@ def test_bad_input_is_one_line_and_leaves_no_run(store, args, needle):
 def test_unknown_preset_key_is_an_error(store, tmp_path):
     preset = tmp_path / "typo.yaml"
     preset.write_text("model: custom\nlerning_rate: 0.01\n")
-    result = CliRunner().invoke(main, ["train", "--experiment", str(preset)])
+    result = CliRunner().invoke(main, ["train", "--preset", str(preset)])
     assert result.exit_code == 2 and "unknown key(s) lerning_rate" in result.output
 
 
@@ -119,7 +120,7 @@ def _mlflow_run(store, *params, experiment="e2e"):
 
 @pytest.mark.slow
 def test_mlflow_run_end_to_end(store):
-    proc = _mlflow_run(store, "model=custom", "epochs=1", f"data={SMALL_DATA}", "experiment=custom")
+    proc = _mlflow_run(store, "model=custom", "epochs=1", f"data={SMALL_DATA}", "preset=custom", "diagnostics=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (run,) = all_runs(["e2e"])  # one run: the trainer continued MLflow's, no orphan
     assert run.info.status == "FINISHED"
@@ -166,3 +167,26 @@ def test_top_level_help_does_not_import_keras():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"
+
+
+MLFLOW_MISUSE = """
+import mlflow
+from fer_experiments.cli import main
+
+@main.command("clash")
+def clash():
+    with mlflow.start_run():
+        mlflow.log_param("epochs", 1)
+        mlflow.log_param("epochs", 2)  # MLflow: INVALID_PARAMETER_VALUE, "Changing param values is not allowed"
+
+main(["clash"])
+"""
+
+
+def test_mlflow_misuse_is_a_bug_with_its_traceback(store):
+    # MLflow raises INVALID_PARAMETER_VALUE for its own misuse too: that is never a one-line user error.
+    out = subprocess.run([sys.executable, "-c", MLFLOW_MISUSE], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "Traceback" in out.stderr and "Changing param values is not allowed" in out.stderr
+    assert not any(line.startswith("error:") for line in out.stderr.splitlines())
