@@ -2,9 +2,9 @@
 
 ``precision=auto`` resolves, once per run, to ``mixed_bfloat16`` where the hardware multiplies
 bfloat16 natively — a CPU with AVX512-BF16 or AMX-BF16 (oneDNN then runs convolutions and matrix
-products in bf16: measured 2.2× the float32 step of `custom` on this project's 2-core EPYC, see the
-README's benchmark) — and to ``float32`` elsewhere (emulated bf16 is slower than float32); on an
-accelerator to ``mixed_bfloat16`` (`resolve`). Variables
+products in bf16; the speed-up per model is in benchmarks/results, `python -m benchmarks.run --part
+step`) — and to ``float32`` elsewhere (emulated bf16 is slower than float32); on an accelerator to
+``mixed_bfloat16`` (`resolve`). Variables
 stay float32 under mixed precision; the model that is evaluated, saved and logged is always a
 float32 copy, so predict/serve/export never see bf16.
 """
@@ -37,8 +37,8 @@ def resolve(precision: str) -> str:
 
     GPU/TPU: ``mixed_bfloat16`` (native on TPUs and on NVIDIA GPUs from Ampere on; pass
     ``mixed_float16`` on older GPUs). CPU on TensorFlow: bf16 where the CPU has it (oneDNN). CPU on
-    JAX: float32 — XLA's CPU backend gained nothing from bf16 here (custom_aug 118–155 img/s bf16 vs
-    130–165 float32, measured 2026-11-30 on the 2-core EPYC)."""
+    JAX: float32 — XLA's CPU backend gains nothing from bf16 (`python -m benchmarks.run --part
+    backends`, results in benchmarks/results)."""
     if precision != "auto":
         return precision
     from . import devices
