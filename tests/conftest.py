@@ -1,8 +1,11 @@
-"""Shared fixtures: a temp MLflow store per test, one synthetic data cache per session, and the
-real default config shrunk for speed (big_vision's `runlocal` idea)."""
+"""Shared fixtures: a temp MLflow store per test, one synthetic data cache per session, the real
+default config shrunk for speed (big_vision's `runlocal` idea), and one real training run per
+session that the tests of export, serve, evaluate, record and the recipes read (`shared_run`)."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -36,10 +39,61 @@ def store(tmp_path, monkeypatch, data_cache):
 
 @pytest.fixture
 def small_cfg():
-    """The real default config, shrunk: tiny synthetic data, two epochs."""
+    """The real default config, shrunk: tiny synthetic data, two epochs, no end-of-run diagnostics
+    (TTA, Grad-CAM, diagram): the tests that check those turn them on."""
     from fer_experiments.config import build_config
 
-    return build_config(None, data=SMALL_DATA, epochs=2, batch_size=32)
+    return build_config(None, data=SMALL_DATA, epochs=2, batch_size=32, diagnostics=False)
+
+
+SHARED_PRESET = "fer_compact_long"  # crop 40, every augmentation with erasing, one-cycle SGD: the most paths
+
+
+@dataclass
+class SharedRun:
+    uri: str      # its tracking store
+    root: Path    # the store's folder (artifacts under mlruns/)
+    preset: str
+    cfg: object
+    result: object  # training.TrainResult
+
+
+def _use_store(mp: pytest.MonkeyPatch, root: Path, uri: str) -> None:
+    mp.chdir(root)
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        mp.delenv(leaked, raising=False)
+    mlflow.set_tracking_uri(uri)
+
+
+@pytest.fixture(scope="session")
+def shared_run(tmp_path_factory, data_cache) -> SharedRun:
+    """One real training run for the session, with every diagnostic, in its own SQLite store: the
+    `fer_compact_long` preset shrunk (2 epochs, 300 images per split) plus mixup, so the batch feed,
+    crops, erasing, the schedule and ten-crop TTA are all in it. Read-only for the tests that use it
+    (through `in_shared_store`); runs they add (evaluate, export) go to the same store."""
+    from fer_experiments.config import build_config
+    from fer_experiments.training import train
+
+    root = tmp_path_factory.mktemp("shared_store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        _use_store(mp, root, uri)
+        mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+        cfg = build_config(SHARED_PRESET, data=SMALL_DATA, epochs=2, limit=300, mixup=0.2)
+        result = train(cfg, preset=SHARED_PRESET, verbose=0)
+        mlflow.set_tracking_uri(None)
+    return SharedRun(uri, root, SHARED_PRESET, cfg, result)
+
+
+@pytest.fixture
+def in_shared_store(shared_run, monkeypatch) -> SharedRun:
+    """The shared run's store is the current one (MLFLOW_TRACKING_URI, cwd) for this test."""
+    _use_store(monkeypatch, shared_run.root, shared_run.uri)
+    yield shared_run
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
 
 
 def all_runs(experiment_names=None):

@@ -78,21 +78,22 @@ def test_data_commands(tmp_path, data_cache):
 
 
 @pytest.mark.slow
-def test_evaluate_on_a_test_only_folder(store, small_cfg, tmp_path):
-    from fer_experiments.training import train
-
-    result = train(small_cfg, verbose=0)
+def test_evaluate_on_a_test_only_folder(in_shared_store, tmp_path):
+    result, data = in_shared_store.result, in_shared_store.cfg.data
     src = fer_data.write_synthetic(tmp_path / "other", n=300, seed=7)
     only_test = tmp_path / "only_test"
     shutil.copytree(src / "test", only_test / "test")
     out = invoke("evaluate", result.model_uri, "--data", only_test).output
     assert "test: accuracy" in out
-    runs = [r for r in all_runs() if r.data.tags.get("fer.run_kind") == "evaluation"]
+    runs = [r for r in all_runs() if r.data.tags.get("fer.run_kind") == "evaluation"
+            and r.data.params["data"] == str(only_test)]
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     cm = json.loads(mlflow.artifacts.load_text(f"runs:/{runs[0].info.run_id}/evaluation/test/confusion_matrix.json"))
     n_test = len(fer_data.load_dataset(str(only_test)).splits["test"].y)
     assert np.asarray(cm["matrix"]).sum() == n_test
-    assert 0 <= runs[0].data.metrics["test_accuracy"] <= 1
+    test = fer_data.load_dataset(str(only_test)).splits["test"]
+    recomputed = np.mean(result.model.predict(test.x.astype("float32"), verbose=0).argmax(1) == test.y)
+    assert runs[0].data.metrics["test_accuracy"] == pytest.approx(recomputed, abs=1e-9)
     # a .keras file works too, without logging
     keras_file = tmp_path / "m.keras"
     result.model.save(keras_file)
@@ -101,8 +102,8 @@ def test_evaluate_on_a_test_only_folder(store, small_cfg, tmp_path):
     from fer_experiments.evaluation import calibration
     from fer_experiments.evaluation.tta import predict
 
-    out = invoke("evaluate", keras_file, "--data", str(small_cfg.data), "--no-log", "--tta", "flip").output
-    val = fer_data.load_dataset(small_cfg.data).splits["val"]
+    out = invoke("evaluate", keras_file, "--data", data, "--no-log", "--tta", "flip").output
+    val = fer_data.load_dataset(data).splits["val"]
     _, fitted = calibration.choose_temperature(predict(result.model, val.x), val.y)
     assert f"temperature fitted on val by NLL: {fitted:.3f}" in out
     assert "ECE" in next(line for line in out.splitlines() if line.startswith("val: accuracy"))

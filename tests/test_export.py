@@ -2,7 +2,6 @@
 own runtime calls against Keras inference, not only through the command's printout."""
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 
 import mlflow
@@ -11,9 +10,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import SMALL_DATA, all_runs
 
-from fer_experiments.config import build_config
 from fer_experiments.data import load_dataset
-from fer_experiments.training import train
 
 TOL = 1e-4
 HAS_ONNX = all(importlib.util.find_spec(m) for m in ("tf2onnx", "onnx", "onnxruntime"))
@@ -56,8 +53,8 @@ def assert_succeeded(result, path):
 
 
 @pytest.mark.slow
-def test_tflite_export_matches_keras_and_is_logged(store, small_cfg, tmp_path):
-    result = train(dataclasses.replace(small_cfg, epochs=1, limit=300), verbose=0)
+def test_tflite_export_matches_keras_and_is_logged(in_shared_store, tmp_path):
+    result = in_shared_store.result
     out = tmp_path / "exports" / "fer.tflite"  # folder made on the way
     cli = invoke(result.model_uri, "--format", "tflite", "--out", out, "--log")
     assert_succeeded(cli, out)
@@ -70,7 +67,8 @@ def test_tflite_export_matches_keras_and_is_logged(store, small_cfg, tmp_path):
     assert np.abs(got - expected).max() <= TOL
     assert (got.argmax(1) == expected.argmax(1)).all()
 
-    (export_run,) = [r for r in all_runs() if r.data.tags.get("fer.run_kind") == "export"]
+    (export_run,) = [r for r in all_runs() if r.data.tags.get("fer.run_kind") == "export"
+                     and r.data.params["check_data"] == "synthetic:300"]
     assert export_run.data.tags["fer.exported_model"] == result.model_uri
     assert export_run.info.experiment_id == mlflow.get_run(result.run_id).info.experiment_id
     assert [a.path for a in mlflow.MlflowClient().list_artifacts(export_run.info.run_id, "export")] == \
@@ -78,19 +76,10 @@ def test_tflite_export_matches_keras_and_is_logged(store, small_cfg, tmp_path):
     assert export_run.data.metrics["export_max_abs_diff"] <= TOL
 
 
-@pytest.fixture(scope="module")
-def crop_model(tmp_path_factory, data_cache):
-    """fer_compact trained on random 40-px windows (all augmentations, erasing too), logged in its own store."""
-    root = tmp_path_factory.mktemp("crop_store")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-        cfg = build_config(None, model="fer_compact", crop=40, erasing=True, aug_strength=1.0, data=SMALL_DATA,
-                           epochs=1, limit=300)
-        result = train(cfg, verbose=0)
-        yield result
-        mlflow.set_tracking_uri(None)
+@pytest.fixture
+def crop_model(shared_run):
+    """fer_compact trained on random 40-px windows with every augmentation and erasing (the shared run)."""
+    return shared_run.result
 
 
 @pytest.mark.slow

@@ -5,39 +5,24 @@ from __future__ import annotations
 
 import mlflow
 import pytest
-from conftest import SMALL_DATA
 
 from fer_experiments import data as fer_data
-from fer_experiments.config import build_config
-from fer_experiments.training import train
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory, data_cache):
-    """One real training run in its own temp store, read by every test here."""
-    tmp = tmp_path_factory.mktemp("record")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tmp)
-        uri = f"sqlite:///{tmp / 'mlflow.db'}"
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
-        for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-            mp.delenv(leaked, raising=False)
-        mlflow.set_tracking_uri(uri)
-        cfg = build_config("fer_compact_fast", data=SMALL_DATA, epochs=2, limit=300)
-        result = train(cfg, preset="fer_compact_fast", verbose=0)
-        yield cfg, result
-        mlflow.set_tracking_uri(None)
+@pytest.fixture
+def recorded(in_shared_store):
+    """The session's shared training run (conftest.shared_run), read by every test here."""
+    return in_shared_store.cfg, in_shared_store.result
 
 
 def test_run_says_what_it_is(recorded):
     cfg, result = recorded
     client = mlflow.MlflowClient()
     run = client.get_run(result.run_id)
-    assert run.info.run_name.startswith("fer_compact_fast-") and run.info.run_name.endswith("-synthetic")
-    assert run.data.tags["fer.preset"] == "fer_compact_fast" and run.data.tags["fer.init"] == "from scratch"
+    assert run.info.run_name.startswith("fer_compact_long-") and run.info.run_name.endswith("-synthetic")
+    assert run.data.tags["fer.preset"] == "fer_compact_long" and run.data.tags["fer.init"] == "from scratch"
     note = run.data.tags["mlflow.note.content"]
-    assert "fer_compact_fast" in note and "SYNTHETIC" in note and "40-px crops" in note
+    assert "fer_compact_long" in note and "SYNTHETIC" in note and "40-px crops" in note
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
@@ -56,7 +41,7 @@ def test_datasets_have_their_real_sizes(recorded):
 def test_logged_model_is_named_and_carries_the_final_metrics(recorded):
     _, result = recorded
     model = mlflow.get_logged_model(result.model_uri.removeprefix("models:/"))
-    assert model.name == "fer_compact_fast"
+    assert model.name == "fer_compact_long"
     logged = {m.key: m.value for m in model.metrics}
     assert logged["validation_accuracy"] == pytest.approx(result.metrics["validation_accuracy"])
     assert logged["test_accuracy"] == pytest.approx(result.metrics["test_accuracy"])

@@ -6,7 +6,6 @@ The Keras flavour logs a tensor signature (float32, shape (-1, 48, 48, 1)), so t
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -20,7 +19,6 @@ import pytest
 from conftest import SMALL_DATA, _free_port
 
 from fer_experiments.data import CLASSES, load_dataset
-from fer_experiments.training import train
 
 TOL = 1e-4
 START_TIMEOUT = 120  # s: the server imports TensorFlow and loads the model before /ping answers
@@ -77,8 +75,8 @@ def post(url: str, body: dict) -> tuple[int, dict | str]:
 
 
 @pytest.mark.slow
-def test_served_model_predicts_like_keras(store, small_cfg, serve):
-    result = train(dataclasses.replace(small_cfg, epochs=1, limit=300), verbose=0)
+def test_served_model_predicts_like_keras(in_shared_store, serve):
+    result = in_shared_store.result
     url = serve(result.model_uri)
     faces = load_dataset(SMALL_DATA).splits["test"].x[:3].astype("float32")
 
