@@ -17,6 +17,58 @@ SMALL = 32  # the backbones' minimum input size: fast, and enough to exercise ev
 TRANSFER = [name for name in models.list_models() if models.get_spec(name).blocks]
 
 
+# Parameter counts by hand, from the published architectures' layer widths (not from Keras), so that
+# param_counts is checked against something that does not add up weight shapes the way it does.
+def _conv(k, c_in, c_out):
+    """A k×k convolution with bias: kernel k·k·c_in·c_out plus one bias per output channel."""
+    return k * k * c_in * c_out + c_out
+
+
+def _dense(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+def _vgg16_by_hand():
+    """VGG16 without its top (Simonyan & Zisserman, configuration D): 3×3 convolutions (c_in, c_out)
+    per block, no BatchNorm, no stem outside the blocks; 512 feature maps."""
+    widths = {"block1": [(3, 64), (64, 64)], "block2": [(64, 128), (128, 128)],
+              "block3": [(128, 256), (256, 256), (256, 256)], "block4": [(256, 512), (512, 512), (512, 512)],
+              "block5": [(512, 512), (512, 512), (512, 512)]}
+    blocks = {block: sum(_conv(3, c_in, c_out) for c_in, c_out in convs) for block, convs in widths.items()}
+    return {"stem": 0, "blocks": blocks, "bn_channels": 0, "features": 512}
+
+
+def _resnet50_by_hand():
+    """ResNet50 v1 without its top (He et al. 2016): stem conv1 7×7 3→64 + BN; stages conv2..conv5 of
+    (3, 4, 6, 3) bottlenecks 1×1 c→f, 3×3 f→f, 1×1 f→4f, each convolution with bias and followed by a
+    BN; the first bottleneck of a stage adds a 1×1 c→4f projection shortcut + BN; 2048 feature maps.
+    `blocks` counts the convolutions only: BatchNorm never trains when a pretrained backbone fine-tunes."""
+    stem, bn_channels, blocks, c = _conv(7, 3, 64), 64, {}, 64
+    for stage, (f, depth) in {"conv2": (64, 3), "conv3": (128, 4), "conv4": (256, 6), "conv5": (512, 3)}.items():
+        blocks[stage] = _conv(1, c, 4 * f)  # the projection shortcut
+        bn_channels += 4 * f
+        for _ in range(depth):
+            blocks[stage] += _conv(1, c, f) + _conv(3, f, f) + _conv(1, f, 4 * f)
+            bn_channels += f + f + 4 * f
+            c = 4 * f
+    return {"stem": stem, "blocks": blocks, "bn_channels": bn_channels, "features": 2048}
+
+
+BY_HAND = {"vgg16": _vgg16_by_hand, "resnet50": _resnet50_by_hand}
+
+
+def _batchnorm_channels(model):
+    """Sum of the channel counts BatchNorm normalises, read off each BN layer's input shape along its
+    `axis` (the graph's shapes, not the BN weights), nested models included."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += _batchnorm_channels(layer)
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            total += layer.input.shape[layer.axis]
+    return total
+
+
 def _pixels(n=2, seed=0):
     return np.random.default_rng(seed).uniform(0, 255, (n, *models.INPUT_SHAPE)).astype("float32")
 
@@ -50,7 +102,10 @@ def test_every_model_predicts_probabilities_and_reloads_with_plain_keras(name, t
     assert probs.shape == (2, models.CLASSES_COUNT) and probs.dtype == np.float32
     assert np.isfinite(probs).all()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    assert models.param_counts(model)["total_params"] == model.count_params()
+    counts = models.param_counts(model)
+    assert counts["total_params"] == model.count_params()
+    # Built from scratch, only BatchNorm's moving mean and variance (one each per channel) do not train.
+    assert counts["non_trainable_params"] == 2 * _batchnorm_channels(model)
     # Only Keras's own layers (no Lambda, nothing of ours), so the file loads without this package.
     assert all(type(layer).__module__.startswith("keras.") for layer in model.layers)
     assert not any(isinstance(layer, keras.layers.Lambda) for layer in model.layers)
@@ -58,6 +113,21 @@ def test_every_model_predicts_probabilities_and_reloads_with_plain_keras(name, t
     model.save(path)
     reloaded = keras.saving.load_model(path)
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), probs, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, classes", [("custom", 7), ("custom_aug", 3)])
+def test_seed_cnn_parameter_count_by_hand(name, classes):
+    # models/custom.py: three blocks of two 3×3 "same" convolutions (32, 64, 128 filters) on a 1-channel
+    # 48×48 face, each block max-pooled 2×2 (48 → 24 → 12 → 6 px); flatten 6·6·128; dense 256; dense
+    # `classes`. Dropout, pooling, flatten and rescaling hold no weights. 1 468 135 for 7 classes.
+    convs = (_conv(3, 1, 32) + _conv(3, 32, 32) + _conv(3, 32, 64) + _conv(3, 64, 64)
+             + _conv(3, 64, 128) + _conv(3, 128, 128))
+    by_hand = convs + _dense(6 * 6 * 128, 256) + _dense(256, classes)
+    model = models.create_model(name, num_classes=classes)
+    counts = models.param_counts(model)
+    assert counts["total_params"] == by_hand
+    assert model.count_params() == by_hand
+    assert counts["trainable_params"] == by_hand and counts["non_trainable_params"] == 0  # no BatchNorm, nothing frozen
 
 
 def test_registry_metadata():
@@ -72,19 +142,22 @@ def test_registry_metadata():
 
 @pytest.mark.parametrize("name", TRANSFER)
 def test_unfreeze_trains_more_blocks_from_the_top(name, local_weights):
-    blocks = models.get_spec(name).blocks
-    counts = []
+    blocks = models.get_spec(name).blocks  # top first
+    hand = BY_HAND[name]()
+    head = _dense(hand["features"], models.CLASSES_COUNT)  # GAP → dropout → Dense(7): features·7 + 7
+    trainable = []
     for k in range(len(blocks) + 1):
         model = _build(name, unfreeze=k, weights=local_weights[name])
-        counts.append(models.param_counts(model))
-        if k == 0:
-            head = model.get_layer("probabilities").count_params()
-    trainable = [c["trainable_params"] for c in counts]
-    assert trainable[0] == head  # frozen feature extractor: only the new head learns
+        counts = models.param_counts(model)
+        unfrozen, frozen = blocks[:k], blocks[k:]
+        # k = 0: frozen feature extractor, only the new head learns. The stem and every BatchNorm
+        # (gamma, beta, moving mean and variance: 4 per channel) stay frozen for every k.
+        assert counts["trainable_params"] == head + sum(hand["blocks"][b] for b in unfrozen), (k, counts)
+        assert counts["non_trainable_params"] == (hand["stem"] + sum(hand["blocks"][b] for b in frozen)
+                                                  + 4 * hand["bn_channels"]), (k, counts)
+        assert counts["total_params"] == model.count_params()
+        trainable.append(counts["trainable_params"])
     assert all(a < b for a, b in zip(trainable, trainable[1:])), trainable
-    assert len({c["total_params"] for c in counts}) == 1
-    for c in counts:
-        assert c["non_trainable_params"] == c["total_params"] - c["trainable_params"]
 
 
 @pytest.mark.parametrize("name", TRANSFER)
@@ -189,10 +262,15 @@ def test_from_scratch_backbones_train_every_layer(name):
     # weights=none: nothing pretrained to keep, so unfreeze does not apply and BatchNorm learns too.
     model = _build(name, unfreeze=0)
     counts = models.param_counts(model)
-    bn_stats = sum(int(np.prod(v.shape)) for layer in model.get_layer(name).layers
-                   if isinstance(layer, keras.layers.BatchNormalization) for v in (layer.moving_mean, layer.moving_variance))
-    assert counts["non_trainable_params"] == bn_stats  # only BN's moving statistics, which fit updates
-    assert counts["trainable_params"] == counts["total_params"] - bn_stats
+    hand = BY_HAND[name]()
+    channels = _batchnorm_channels(model.get_layer(name))
+    assert channels == hand["bn_channels"]
+    # Only BN's moving mean and variance (one each per channel), which fit updates, are non-trainable...
+    assert counts["non_trainable_params"] == 2 * channels
+    # ...and everything else trains: stem, every block, BN's gamma and beta, the head.
+    head = _dense(hand["features"], models.CLASSES_COUNT)
+    assert counts["trainable_params"] == (hand["stem"] + sum(hand["blocks"].values()) + 2 * hand["bn_channels"]
+                                          + head)
 
 
 def test_batchnorm_statistics_stay_frozen_while_fine_tuning(local_weights):
