@@ -3,7 +3,9 @@ default config shrunk for speed (big_vision's `runlocal` idea), and one real tra
 session that the tests of export, serve, evaluate, record and the recipes read (`shared_run`)."""
 from __future__ import annotations
 
+import inspect
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,3 +225,55 @@ def mlflow_auth_server(tmp_path, monkeypatch, data_cache):
     proc.terminate()
     proc.wait(timeout=30)
     mlflow.set_tracking_uri(None)
+
+
+# The `slow` marker follows cost: a test that trains a model or spawns a process is marked slow, and
+# nothing else is. Enforced here: at collection, a test whose own source or any of whose fixtures'
+# source trains, tunes, starts a server or spawns a process needs the marker; and a Keras `fit`
+# during an unmarked test fails it.
+COSTLY = re.compile(r"\bsubprocess\.|\bPopen\(|\b_worker\(|\brun_and_kill\(|\btrain\(|\btune\(|\.fit\(|"
+                    r"_start_mlflow_server\(|\bfer_exp\(")
+
+
+def _costly(func) -> bool:
+    try:
+        return bool(COSTLY.search(inspect.getsource(func)))
+    except (OSError, TypeError):  # pytest's own fixtures
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    wrong = []
+    for item in items:
+        if item.get_closest_marker("slow") or not hasattr(item, "function"):
+            continue
+        defs = getattr(item, "_fixtureinfo", None)
+        fixtures = [name for name, fixture_defs in (defs.name2fixturedefs.items() if defs else ())
+                    if any(_costly(d.func) for d in fixture_defs)]
+        if _costly(item.function) or fixtures:
+            wrong.append(f"{item.nodeid}{' (fixtures ' + ', '.join(fixtures) + ')' if fixtures else ''}")
+    if wrong:
+        raise pytest.UsageError("these train or spawn a process: mark them @pytest.mark.slow\n" + "\n".join(wrong))
+
+
+@pytest.fixture(autouse=True)
+def _unmarked_tests_do_not_train(request):
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    import keras
+
+    calls = []
+    fit = keras.Model.fit
+
+    def counted(self, *args, **kwargs):
+        calls.append(self.name)
+        return fit(self, *args, **kwargs)
+
+    keras.Model.fit = counted
+    try:
+        yield
+    finally:
+        keras.Model.fit = fit
+    if calls:
+        pytest.fail(f"{request.node.nodeid} trains ({', '.join(calls)}.fit): mark it @pytest.mark.slow", pytrace=False)

@@ -160,6 +160,7 @@ def test_mlflow_does_not_exist_is_a_user_error(store):
     assert len(lines) == 1 and lines[0].startswith("error:") and "not found" in lines[0], result.output
 
 
+@pytest.mark.slow
 def test_top_level_help_does_not_import_keras():
     # `fer-exp --help` must not pay for TensorFlow/Keras (it took 14 s when cli imported the registry).
     code = ("import sys; from click.testing import CliRunner; from fer_experiments.cli import main; "
@@ -184,6 +185,7 @@ main(["clash"])
 """
 
 
+@pytest.mark.slow
 def test_mlflow_misuse_is_a_bug_with_its_traceback(store):
     # MLflow raises INVALID_PARAMETER_VALUE for its own misuse too: that is never a one-line user error.
     out = subprocess.run([sys.executable, "-c", MLFLOW_MISUSE], capture_output=True, text=True, timeout=300,

@@ -105,6 +105,7 @@ def test_tune_defaults_are_one_set():
             assert f"--{key} {{{key}}}" in project[entry]["command"]
 
 
+@pytest.mark.slow
 def test_python_m_runs_the_same_cli_with_every_command():
     for module in ("fer_experiments", "fer_experiments.cli"):
         out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=ROOT,

@@ -75,5 +75,5 @@ def test_explain_of_a_foreign_model_is_one_line(inputs, tmp_path):
     foreign.save(tmp_path / "foreign.keras")
     result = CliRunner().invoke(main, ["explain", "--model", str(tmp_path / "foreign.keras"), str(root / "crop.png"),
                                        "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "cannot be explained" in result.output
+    assert result.exit_code == 2 and "to explain: pass a model trained by fer-exp" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()

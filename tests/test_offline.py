@@ -50,6 +50,7 @@ def file_run(tmp_path_factory, data_cache):
     return folder, proc.stdout
 
 
+@pytest.mark.slow
 def test_file_run_records_everything_without_mlflow(file_run):
     folder, stdout = file_run
     meta = json.loads((folder / "run.json").read_text())
@@ -69,6 +70,7 @@ def test_file_run_records_everything_without_mlflow(file_run):
     assert model_file.is_file() and f"model: {model_file}" in stdout
 
 
+@pytest.mark.slow
 def test_import_makes_an_ordinary_run_and_refuses_twice(file_run, store):
     folder, _ = file_run
     meta = json.loads((folder / "run.json").read_text())

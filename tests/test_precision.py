@@ -43,6 +43,7 @@ def test_build_model_uses_the_policy_and_restores_the_global_one():
     assert keras.config.dtype_policy().name == "float32"
 
 
+@pytest.mark.slow
 def test_bf16_run_logs_a_float32_model_that_reproduces_its_figures(store, small_cfg):
     cfg = dataclasses.replace(small_cfg, model="fer_compact", crop=40, precision="mixed_bfloat16", epochs=1)
     result = training.train(cfg, verbose=0)

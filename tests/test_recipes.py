@@ -128,7 +128,7 @@ def test_strong_recipe_trains_and_logs_tencrop(in_shared_store, tmp_path):
 def test_tencrop_views_are_the_corner_windows_of_any_crop(crop):
     # A model trained with `crop` predicts on its centre crop×crop window; ten-crop must show it the
     # four corner windows too, whatever the crop (not only the ±4 px of crop = 40).
-    from fer_experiments.evaluation import split as metrics
+    from fer_experiments.evaluation import tta as metrics
 
     inputs = keras.Input((48, 48, 1))
     window = keras.layers.CenterCrop(crop, crop, name="centre_crop")(inputs)

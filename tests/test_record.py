@@ -8,6 +8,8 @@ import pytest
 
 from fer_experiments import data as fer_data
 
+pytestmark = pytest.mark.slow  # the shared run is a real training run
+
 
 @pytest.fixture
 def recorded(in_shared_store):

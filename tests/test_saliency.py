@@ -40,6 +40,7 @@ def patterned_model():
     return net, x[640:], y[640:]
 
 
+@pytest.mark.slow
 def test_grad_cam_highlights_the_region_that_decides_the_class(patterned_model):
     net, x, y = patterned_model
     assert net.evaluate(x, y, verbose=0)[1] > 0.9  # the model did learn the textures
@@ -54,6 +55,7 @@ def test_grad_cam_highlights_the_region_that_decides_the_class(patterned_model):
     np.testing.assert_array_equal(logits.argmax(axis=1), net.predict(x, verbose=0).argmax(axis=1))
 
 
+@pytest.mark.slow
 def test_grad_cam_of_the_class_asked_for_differs_from_the_predicted_one(patterned_model):
     net, x, _ = patterned_model
     explainer = saliency.explainer(net)
@@ -92,6 +94,7 @@ def test_the_run_sample_is_one_right_and_one_wrong_face_per_class():
         assert len(mine) == 2 and pred[mine[0]] == c and pred[mine[1]] != c
 
 
+@pytest.mark.slow
 def test_prediction_snapshots_show_the_same_faces_every_epoch():
     x, y = _patterned_faces(200, seed=2)
     y = y + 2 * (np.arange(200) % 2)  # spread over 6 of the classes

@@ -24,6 +24,7 @@ EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate"
                  "images_per_second")
 
 
+@pytest.mark.slow
 def test_two_epoch_run_records_everything(store, small_cfg):
     cfg = dataclasses.replace(small_cfg, model="custom_aug", diagnostics=True)
     result = train(cfg, verbose=0)
@@ -150,6 +151,7 @@ def test_killed_run_resumes_in_the_same_mlflow_run(store, tmp_path):
     assert again.data.metrics["epochs_run"] == 3
 
 
+@pytest.mark.slow
 def test_null_tracker_trains_the_same_and_records_nothing(store, small_cfg):
     from fer_experiments import tracking
 

@@ -18,12 +18,12 @@ from fer_experiments.config import build_config
 from fer_experiments.studies.storage import open_storage
 from fer_experiments.studies.tuning import TuneSettings, tune
 
-pytestmark = pytest.mark.slow
 STATES = {"COMPLETE", "PRUNED", "FAIL"}
 
 
 def settings(**kw) -> TuneSettings:
-    base = build_config(None, data=SMALL_DATA, epochs=kw.pop("epochs", 3), batch_size=32, model="custom")
+    base = build_config(None, data=SMALL_DATA, epochs=kw.pop("epochs", 3), batch_size=32, model="custom",
+                        diagnostics=False)
     return TuneSettings(base=base, **{"n_trials": 4, "sampler": "random", **kw})
 
 
@@ -32,6 +32,7 @@ def children_of(parent: str):
             and r.data.tags.get("fer.run_kind") != "worker"]
 
 
+@pytest.mark.slow
 def test_study_records_parent_children_best_and_plots(store):
     study, parent, best = tune(settings(study="four", pruner="none", epochs=2))
     trials = study.trials
@@ -65,6 +66,7 @@ def test_study_records_parent_children_best_and_plots(store):
     assert parent2 == parent and len(study2.trials) == 5 and len(children_of(parent)) == 5
 
 
+@pytest.mark.slow
 def test_bad_trials_are_pruned_and_marked(store, tmp_path):
     space = tmp_path / "space.yaml"
     # lr 1e-7 cannot learn in 5 epochs: the median pruner must stop such trials early.
@@ -83,11 +85,11 @@ def test_bad_trials_are_pruned_and_marked(store, tmp_path):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--sampler", "grid"], "unknown sampler 'grid'"),
-    (["--pruner", "magic"], "unknown pruner 'magic'"),
+    (["--sampler", "grid"], "'grid' is not one of 'tpe', 'random'"),
+    (["--pruner", "magic"], "'magic' is not one of"),
     (["--model", "alexnet"], "unknown model 'alexnet'"),
     (["--storage", "postgresql+psycopg2://fer@127.0.0.1:1/nowhere"], "is unreachable"),
-    (["--n_trials", "0"], "n_trials=0"),
+    (["--n_trials", "0"], "--n-trials"),
 ])
 def test_bad_tune_input_is_one_line_before_any_trial(store, args, needle):
     result = CliRunner().invoke(main, ["tune", "--data", SMALL_DATA, "--epochs", "1", *args])
@@ -124,7 +126,7 @@ def test_existing_study_with_other_direction(store, tmp_path):
 def _worker(storage: str, study: str, n_trials: int, extra_env=None, epochs=2):
     cmd = [sys.executable, "-m", "fer_experiments.cli", "tune", "--model", "custom", "--data", SMALL_DATA,
            "--epochs", str(epochs), "--n_trials", str(n_trials), "--study", study, "--storage", storage,
-           "--sampler", "random", "--pruner", "none"]
+           "--sampler", "random", "--pruner", "none", "--diagnostics", "false"]
     return subprocess.Popen(cmd, env={**os.environ, **(extra_env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -141,6 +143,7 @@ def _check_shared_study(storage_url, study_name, n_trials):
     return study, parents[0]
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_journal_study(mlflow_server, tmp_path):
     storage = f"journal:{tmp_path / 'study.log'}"
     workers = [_worker(storage, "shared", 4) for _ in range(2)]
@@ -150,6 +153,7 @@ def test_two_workers_share_a_journal_study(mlflow_server, tmp_path):
     _check_shared_study(journal, "shared", 4)
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_postgres_study(mlflow_server, postgres):
     url = postgres()
     workers = [_worker(url, "pg", 4) for _ in range(2)]
@@ -160,6 +164,7 @@ def test_two_workers_share_a_postgres_study(mlflow_server, postgres):
     _check_shared_study(url, "pg", 4)
 
 
+@pytest.mark.slow
 def test_killed_worker_trial_fails_and_is_retried(mlflow_server, postgres):
     url = postgres()
     fast = {"FER_HEARTBEAT_S": "1"}
@@ -192,6 +197,7 @@ def test_killed_worker_trial_fails_and_is_retried(mlflow_server, postgres):
     assert dead_run.info.status == "FAILED" and dead_run.data.tags["optuna.trial_state"] == "FAIL"
 
 
+@pytest.mark.slow
 def test_parent_stays_running_until_the_study_is_done(store):
     lines = []
     # Worker A stops after its first trial (timeout): the study is not done, so its parent must stay RUNNING.
@@ -208,6 +214,7 @@ def test_parent_stays_running_until_the_study_is_done(store):
     assert len(trial_lines) == 2 and all(" min [" in line and "dropout=" in line for line in trial_lines)
 
 
+@pytest.mark.slow
 def test_trials_that_always_fail_stop_the_study(store, tmp_path):
     bad = tmp_path / "not_weights.h5"
     bad.write_text("not a weights file")
@@ -215,7 +222,7 @@ def test_trials_that_always_fail_stop_the_study(store, tmp_path):
     preset = tmp_path / "small_vgg.yaml"
     preset.write_text("model: vgg16\nimage_size: 32\n")
     result = CliRunner().invoke(main, ["tune", "--model", "vgg16", "--experiment", str(preset), "--weights", str(bad),
-                                       "--data", SMALL_DATA, "--n_trials", "50", "--epochs", "1",
+                                       "--data", SMALL_DATA, "--n_trials", "50", "--epochs", "1", "--diagnostics", "0",
                                        "--study", "doomed", "--storage", str(tmp_path / "journal.log")])
     assert result.exit_code == 2, result.output
     assert "stopped after 3 failed trials in a row" in result.output and "WeightsError" in result.output
@@ -224,6 +231,7 @@ def test_trials_that_always_fail_stop_the_study(store, tmp_path):
     assert [t.state.name for t in study.trials] == ["FAIL"] * 3
 
 
+@pytest.mark.slow
 def test_study_resumed_against_another_store_gets_a_new_parent(store, tmp_path, monkeypatch):
     journal = str(tmp_path / "journal.log")
     _, old_parent, _ = tune(settings(study="moved", n_trials=1, pruner="none", storage=journal, epochs=1))
@@ -239,6 +247,7 @@ def test_study_resumed_against_another_store_gets_a_new_parent(store, tmp_path, 
     # Whichever trial is best, the run and model tags name what this store holds or say nothing.
 
 
+@pytest.mark.slow
 def test_basic_auth_server_records_a_worker_with_credentials_only(mlflow_auth_server, tmp_path, monkeypatch):
     from conftest import AUTH_ADMIN
     from mlflow.server import get_app_client
@@ -251,7 +260,7 @@ def test_basic_auth_server_records_a_worker_with_credentials_only(mlflow_auth_se
     base["PYTHONPATH"] = os.getcwd() + os.pathsep + base.get("PYTHONPATH", "")
     cmd = [sys.executable, "-m", "fer_experiments.cli", "tune", "--model", "custom", "--data", SMALL_DATA,
            "--n_trials", "1", "--epochs", "1", "--study", "secure", "--storage", str(tmp_path / "journal.log"),
-           "--pruner", "none"]
+           "--pruner", "none", "--diagnostics", "false"]
     denied = subprocess.run(cmd, env=base, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert denied.returncode == 2, denied.stderr[-2000:]
     lines = [line for line in denied.stderr.splitlines() if line.startswith("error:")]

@@ -48,6 +48,10 @@ class FerGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a bad option value or name, from click: one line as well
+            where = f"{exc.ctx.command_path} --help" if exc.ctx else f"{ctx.command_path} --help"
+            click.echo(f"error: {exc.format_message()} (see {where})", err=True)
+            ctx.exit(2)
         except Exception as exc:
             if not is_user_error(exc) or os.environ.get("FER_DEBUG"):
                 raise

@@ -35,7 +35,8 @@ def nll(probs: np.ndarray, y: np.ndarray) -> float:
 def bin_of(conf: np.ndarray, bins: int = BINS) -> np.ndarray:
     """Each confidence's bin among `bins` equal-width ones: (b/bins, (b+1)/bins], the first closed at 0.
     ECE and the reliability diagram drawn beside it use this one rule."""
-    return np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    # 1e-9: k/bins × bins lands a hair above k in floating point for some k (e.g. 7/25): it is still edge k
+    return np.clip(np.ceil(np.asarray(conf) * bins - 1e-9).astype(int) - 1, 0, bins - 1)
 
 
 def ece(probs: np.ndarray, y: np.ndarray, bins: int = BINS) -> float:
