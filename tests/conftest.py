@@ -24,11 +24,33 @@ def data_cache(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def empty_store_file(tmp_path_factory) -> Path:
+    """An empty, fully migrated MLflow SQLite database, made once: creating one runs MLflow's schema
+    migrations (seconds), copying it does not."""
+    root = tmp_path_factory.mktemp("empty_store")
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}").search_experiments()
+    return root / "mlflow.db"
+
+
+def fresh_store(folder: Path, template: Path) -> str:
+    """`folder`/mlflow.db as a copy of the empty template, its Default experiment's artifacts under
+    `folder`/mlruns (where MLflow would have put them had it created the store there)."""
+    import shutil
+    import sqlite3
+
+    shutil.copyfile(template, folder / "mlflow.db")
+    with sqlite3.connect(folder / "mlflow.db") as db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0",
+                   (str((folder / "mlruns" / "0").resolve()),))
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
 @pytest.fixture
-def store(tmp_path, monkeypatch, data_cache):
+def store(tmp_path, monkeypatch, data_cache, empty_store_file):
     """A fresh SQLite tracking store with artifacts under tmp_path (MLflow's defaults, relocated)."""
     monkeypatch.chdir(tmp_path)
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = fresh_store(tmp_path, empty_store_file)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     for leaked in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(leaked, raising=False)
@@ -69,7 +91,7 @@ def _use_store(mp: pytest.MonkeyPatch, root: Path, uri: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def shared_run(tmp_path_factory, data_cache) -> SharedRun:
+def shared_run(tmp_path_factory, data_cache, empty_store_file) -> SharedRun:
     """One real training run for the session, with every diagnostic, in its own SQLite store: the
     `fer_compact_long` preset shrunk (2 epochs, 300 images per split) plus mixup, so the batch feed,
     crops, erasing, the schedule and ten-crop TTA are all in it. Read-only for the tests that use it
@@ -78,7 +100,7 @@ def shared_run(tmp_path_factory, data_cache) -> SharedRun:
     from fer_experiments.training import train
 
     root = tmp_path_factory.mktemp("shared_store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = fresh_store(root, empty_store_file)
     with pytest.MonkeyPatch.context() as mp:
         _use_store(mp, root, uri)
         mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
@@ -160,12 +182,14 @@ def postgres(tmp_path_factory):
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _start_mlflow_server(tmp_path, *extra, env=None):
+def _start_mlflow_server(tmp_path, template: Path, *extra, env=None):
     """A real `mlflow server` (SQLite backend, local artifacts) on 127.0.0.1; returns (process, uri)."""
+    import shutil
     import subprocess
     import time
     import urllib.request
 
+    shutil.copyfile(template, tmp_path / "server.db")  # an empty, migrated store: the server starts sooner
     port = _free_port()
     proc = subprocess.Popen(["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
                              "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
@@ -193,10 +217,10 @@ def _use_server(monkeypatch, uri):
 
 
 @pytest.fixture
-def mlflow_server(tmp_path, monkeypatch, data_cache):
+def mlflow_server(tmp_path, monkeypatch, data_cache, empty_store_file):
     """A real `mlflow server`: several worker processes share it."""
     monkeypatch.chdir(tmp_path)
-    proc, uri = _start_mlflow_server(tmp_path)
+    proc, uri = _start_mlflow_server(tmp_path, empty_store_file)
     _use_server(monkeypatch, uri)
     yield uri
     proc.terminate()
@@ -208,7 +232,7 @@ AUTH_ADMIN = ("admin", "fer-admin-pw-1234")
 
 
 @pytest.fixture
-def mlflow_auth_server(tmp_path, monkeypatch, data_cache):
+def mlflow_auth_server(tmp_path, monkeypatch, data_cache, empty_store_file):
     """A real `mlflow server --app-name basic-auth` (MLflow's basic-auth app, its user database in
     tmp_path): the README's shared tracking server. Yields its URI; the admin is AUTH_ADMIN."""
     monkeypatch.chdir(tmp_path)
@@ -217,7 +241,7 @@ def mlflow_auth_server(tmp_path, monkeypatch, data_cache):
                       f"database_uri = sqlite:///{tmp_path / 'basic_auth.db'}\n"
                       f"admin_username = {AUTH_ADMIN[0]}\nadmin_password = {AUTH_ADMIN[1]}\n"
                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    proc, uri = _start_mlflow_server(tmp_path, "--app-name", "basic-auth",
+    proc, uri = _start_mlflow_server(tmp_path, empty_store_file, "--app-name", "basic-auth",
                                      env={"MLFLOW_AUTH_CONFIG_PATH": str(config),
                                           "MLFLOW_FLASK_SERVER_SECRET_KEY": "fer-test-csrf-secret"})
     _use_server(monkeypatch, uri)

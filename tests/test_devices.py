@@ -12,6 +12,7 @@ import sys
 import mlflow
 import numpy as np
 import pytest
+from conftest import fresh_store
 
 from fer_experiments.augment import Batches
 from fer_experiments.training import devices
@@ -35,10 +36,10 @@ def fer_exp(*args, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def jax_runs(tmp_path_factory, data_cache):
+def jax_runs(tmp_path_factory, data_cache, empty_store_file):
     """The same run on one device and on two, into one SQLite store."""
     root = tmp_path_factory.mktemp("jax")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = fresh_store(root, empty_store_file)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
         ids = {n: re.search(r"run (\w+) finished", fer_exp(*TRAIN, "--devices", str(n))).group(1) for n in (1, 2)}
