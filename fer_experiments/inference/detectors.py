@@ -24,11 +24,10 @@ DETECT_MAX_SIDE = 1280  # big photos are searched shrunk to this (detection time
 CASCADE = "haarcascade_frontalface_default.xml"  # ships with opencv-python(-headless) 4.x, in cv2.data
 SCALE_FACTOR = 1.1  # 10 % between the scales searched: OpenCV's usual speed/recall trade
 MIN_NEIGHBORS = 5  # overlapping hits a face needs; fewer finds more faces and more false ones
-# MTCNN's score of a box; its last stage already drops those under 0.8. Measured with
-# `python -m benchmarks.detectors --fer-dir ../shared/fer2013 --detector mtcnn --per-size 150 --seed 1`
-# (603 real faces on 1,213 photos): cut 0.8 finds 524 faces with 10 false boxes, 0.9 finds 511 with 6,
-# 0.95 476 with 4, 0.99 345 with 2 (and misses the cameraman). 0.9 removes 4 of 10 false boxes for 2.5 %
-# of the faces; 0.95 would cost another 7 % of the faces for 2 more.
+# MTCNN's score of a box; its last stage already drops those under 0.8. 0.9 keeps nearly every face
+# 0.8 finds and drops part of the false boxes; the sweep behind it (found faces and false boxes per
+# cut) is printed by `python -m benchmarks.detectors --fer-dir ../shared/fer2013 --detector mtcnn`
+# and kept in benchmarks/results/detectors.json.
 MTCNN_MIN_CONFIDENCE = 0.9
 # mtcnn 1.0.0's default smallest face. Its image pyramid is built for it: from min_face_size ≈ 28 on,
 # the last pyramid level comes out under the 12-px network window and detect_faces silently returns
