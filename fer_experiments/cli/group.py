@@ -50,7 +50,7 @@ class FerGroup(click.Group):
             return super().invoke(ctx)
         except click.UsageError as exc:  # a bad option value or name, from click: one line as well
             where = f"{exc.ctx.command_path} --help" if exc.ctx else f"{ctx.command_path} --help"
-            click.echo(f"error: {exc.format_message()} (see {where})", err=True)
+            click.echo(f"error: {exc.format_message().rstrip('.')} (see {where})", err=True)
             ctx.exit(2)
         except Exception as exc:
             if not is_user_error(exc) or os.environ.get("FER_DEBUG"):
