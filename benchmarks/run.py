@@ -4,6 +4,7 @@
     python -m benchmarks.run --data ../shared/fer2013 --part step --part pipeline
     python -m benchmarks.run --data ../shared/fer2013 --part accuracy --recipe fer_compact_fast
     python -m benchmarks.run --data ../shared/fer2013 --part compare    # the seed's four models + report
+    python -m benchmarks.run --data ../shared/fer2013 --part backends --step-batches 3 --repeats 5  # TF vs JAX, per precision
 
 Results go to ``benchmarks/results/results.json`` (machine-readable; a part's section is replaced
 when it is run again, so parts can be run one at a time) and ``benchmarks/results/results.md``
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import click
 
-PARTS = ("step", "pipeline", "overhead", "accuracy", "compare")
+PARTS = ("step", "pipeline", "overhead", "accuracy", "compare", "backends")
 DEFAULT_RECIPES = ("fer_compact_fast", "custom:epochs=10", "custom_aug:epochs=10",
                    "resnet50:weights=none,image_size=48,epochs=3", "vgg16:weights=none,image_size=48,epochs=3",
                    "fer_compact_long")
@@ -34,9 +35,12 @@ DEFAULT_RECIPES = ("fer_compact_fast", "custom:epochs=10", "custom_aug:epochs=10
                    + ", ".join(DEFAULT_RECIPES) + "; compare: the four seed models, sized for 2 CPU cores]")
 @click.option("--out", default=str(Path(__file__).parent / "results"), show_default=True)
 @click.option("--steps", default=150, show_default=True, help="pipeline part: batches timed per measurement")
-@click.option("--step-batches", default=30, show_default=True, help="step part: batches timed per measurement")
-@click.option("--step-model", "step_models", multiple=True, help="step part: models to profile, repeatable [all three]")
-@click.option("--repeats", default=3, show_default=True, help="step part: interleaved measurements per arm (median)")
+@click.option("--step-batches", default=30, show_default=True, help="step and backends parts: batches timed per measurement")
+@click.option("--step-model", "step_models", multiple=True,
+              help="step part: models to profile, repeatable [all three]; backends part: the preset timed, "
+                   "a name or a .yaml path [custom_aug]")
+@click.option("--repeats", default=3, show_default=True,
+              help="step and backends parts: interleaved measurements per arm (median)")
 @click.option("--limit", default=4000, show_default=True, help="overhead part: training images per epoch")
 def main(data, parts, recipes, out, steps, step_batches, step_models, repeats, limit):
     out = Path(out)
@@ -57,6 +61,10 @@ def main(data, parts, recipes, out, steps, step_batches, step_models, repeats, l
         elif part == "overhead":
             from .overhead import measure
             results["overhead"] = measure(data, limit=limit)
+        elif part == "backends":
+            from .backends import measure
+            results["backends"] = measure(data, steps=step_batches, repeats=repeats,
+                                          preset=step_models[0] if step_models else "custom_aug")
         elif part == "compare":
             from .compare import CPU_RECIPES, run
             results["compare"] = run(data, out, recipes=recipes or CPU_RECIPES)

@@ -10,6 +10,8 @@ def markdown(results: dict) -> str:
     lines = [f"Machine: {results['machine']['cpus']} CPUs, {results['machine']['platform']}", ""]
     if "step" in results:
         lines += _step(results["step"])
+    if "backends" in results:
+        lines += _backends(results["backends"])
     if "pipeline" in results:
         p = results["pipeline"]
         lines += ["### (a) Pipeline throughput (custom_aug, batch 64, training images/second)", "",
@@ -91,6 +93,42 @@ def _step(s: dict) -> list[str]:
                       f"{r['aug_in_model_ips']:.0f} img/s, in a parallel prefetched `tf.data` feed {r['aug_in_feed_ips']:.0f} "
                       f"img/s (**{r['feed_over_model']:.2f}×**)."]
     return lines + [""]
+
+
+def _span(values) -> str:
+    return f"{min(values):.2f}–{max(values):.2f}"
+
+
+def _resolved(per_round) -> str:
+    """A ratio is resolved when every round's pair points the same way; else it is within this machine's noise."""
+    return "" if min(per_round) > 1 or max(per_round) < 1 else " (within noise: the rounds disagree on which is faster)"
+
+
+def _backends(b: dict) -> list[str]:
+    names = {"tensorflow": "TensorFlow", "jax": "JAX"}
+    simd = [f for f in b["cpu_flags"] if f.startswith(("avx2", "avx512", "amx"))]
+    v = b["versions"]
+    lines = [f"### TensorFlow vs JAX on this CPU (`{b['preset']}`'s training step: the trainer's model, optimizer "
+             f"and XLA choice; batch {b['batch_size']}, {b['steps']} batches of real images per measurement, median of "
+             f"{b['repeats']} interleaved rounds, one process per arm)", "",
+             f"CPU: {b['cpu_model'] or 'unknown'}, {'native' if b['bf16_native'] else '**no native**'} bfloat16 "
+             f"(SIMD flags: {', '.join(simd) or 'none'}). Keras {v['keras']}, TensorFlow {v['tensorflow']}, "
+             f"JAX {v['jax']}.", "",
+             "| arm | precision | XLA | img/s median | rounds (min–max) |", "|---|---|---|---|---|"]
+    for name in b["order"]:
+        a = b["arms"][name]
+        xla = "yes" if a["jit_compile_used"] is True else "no"
+        label = names[a["backend"]] + (" (jit_compile=false)" if a["jit_compile"] == "false" else "")
+        lines.append(f"| {label} | {a['precision']} | {xla} | **{a['median_ips']:.0f}** "
+                     f"| {min(a['rounds_ips']):.0f}–{max(a['rounds_ips']):.0f} |")
+    lines += ["", "| precision | TensorFlow ÷ JAX (of the medians) | per round |", "|---|---|---|"]
+    for p in ("float32", "mixed_bfloat16"):
+        r = b["ratios"][p]
+        lines.append(f"| {p} | **{r['tf_over_jax']:.2f}×**{_resolved(r['per_round'])} | {_span(r['per_round'])} |")
+    j = b["ratios"]["jax_compiled_over_uncompiled"]
+    return lines + ["", f"JAX float32 with XLA ÷ without (`jit_compile=false`): **{j['ratio']:.2f}×**"
+                    f"{_resolved(j['per_round'])} (per round {_span(j['per_round'])}).", "",
+                    f"Command: `{b['command']}`", ""]
 
 
 def _compare(c: dict) -> list[str]:
