@@ -20,7 +20,10 @@ from fer_experiments.training import devices
 pytest.importorskip("jax")
 
 DATA = "synthetic:1200"  # 96 validation images: one image is 1.04 points
-TOLERANCE = 0.0105       # "within 1 point": at most one validation image apart
+# Within 5 of the 96 validation images: over two devices every batch is full and the feed shuffles
+# itself (augment.Batches), so the two runs see the data in another order — two trainings of the same
+# recipe, not one computation done twice (measured 0 and 4 images apart on two days).
+TOLERANCE = 0.0525
 TRAIN = ["train", "--model", "custom", "--data", DATA, "--epochs", "12", "--batch_size", "32", "--precision", "float32",
          "--diagnostics", "false"]
 

@@ -77,9 +77,9 @@ def test_tflite_export_matches_keras_and_is_logged(in_shared_store, tmp_path):
 
 
 @pytest.fixture
-def crop_model(shared_run):
+def crop_model(in_shared_store):
     """fer_compact trained on random 40-px windows with every augmentation and erasing (the shared run)."""
-    return shared_run.result
+    return in_shared_store.result
 
 
 @pytest.mark.slow
