@@ -101,7 +101,10 @@ def _span(values) -> str:
 
 def _resolved(per_round) -> str:
     """A ratio is resolved when every round's pair points the same way; else it is within this machine's noise."""
-    return "" if min(per_round) > 1 or max(per_round) < 1 else " (within noise: the rounds disagree on which is faster)"
+    above = sum(r > 1 for r in per_round)
+    if above in (0, len(per_round)):
+        return ""
+    return f" (not resolved: {min(above, len(per_round) - above)} of {len(per_round)} rounds the other way)"
 
 
 def _backends(b: dict) -> list[str]:
@@ -110,7 +113,7 @@ def _backends(b: dict) -> list[str]:
     v = b["versions"]
     lines = [f"### TensorFlow vs JAX on this CPU (`{b['preset']}`'s training step: the trainer's model, optimizer "
              f"and XLA choice; batch {b['batch_size']}, {b['steps']} batches of real images per measurement, median of "
-             f"{b['repeats']} interleaved rounds, one process per arm)", "",
+             f"{b['repeats']} interleaved rounds, one worker process per backend)", "",
              f"CPU: {b['cpu_model'] or 'unknown'}, {'native' if b['bf16_native'] else '**no native**'} bfloat16 "
              f"(SIMD flags: {', '.join(simd) or 'none'}). Keras {v['keras']}, TensorFlow {v['tensorflow']}, "
              f"JAX {v['jax']}.", "",
