@@ -25,8 +25,8 @@ START_TIMEOUT = 120  # s: the server imports TensorFlow and loads the model befo
 
 
 @pytest.fixture
-def serve(store, tmp_path):
-    """Start `mlflow models serve` for a model URI of the temp store; yields its base URL."""
+def serve(tmp_path):
+    """Start `mlflow models serve` for a model URI of the current tracking store; yields its base URL."""
     procs = []
 
     def start(model_uri: str) -> str:
@@ -35,7 +35,7 @@ def serve(store, tmp_path):
         proc = subprocess.Popen(
             ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            env={**os.environ, "MLFLOW_TRACKING_URI": store}, stdout=log, stderr=subprocess.STDOUT,
+            env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)  # its own process group: uvicorn's worker goes down with it
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
