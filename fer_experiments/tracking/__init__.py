@@ -5,7 +5,7 @@ exception type). MLflow's own defaults apply: with no MLFLOW_TRACKING_URI the st
 `sqlite:///mlflow.db` with artifacts in `./mlruns/`, which is what `mlflow ui` shows.
 
 - `base`: the `Tracker` protocol, `NullTracker`, and `ending` (the one rule for a run's final status);
-- `mlflow_tracker`: `MlflowTracker`, with `studies` (an Optuna study's parent and trial runs),
+- `mlflow_tracker`: `MlflowTracker`, with `study_runs` (an Optuna study's parent and trial runs),
   `outputs` (the report's and export's runs) and `logged_models` (log and load models by URI);
 - `files`: `FileTracker`; `imports` turns its folder into an MLflow run (`fer-exp import-run`);
 - `records`: what a run records, independent of where it goes; `epochs`: the per-epoch metrics callback;

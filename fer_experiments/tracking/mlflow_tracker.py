@@ -3,7 +3,7 @@
 MLflow's own defaults apply: with no MLFLOW_TRACKING_URI the store is `sqlite:///mlflow.db` with
 artifacts in `./mlruns/`, which is what `mlflow ui` with no arguments shows. Besides the `Tracker`
 calls of a training run, the tracker has what the other commands record or read: a study's parent
-and trial runs (`studies.StudyRecords`), the report's and export's runs (`outputs.OutputRecords`),
+and trial runs (`study_runs.StudyRecords`), the report's and export's runs (`outputs.OutputRecords`),
 and logged models (`logged_models`).
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from . import logged_models, records
 from .base import ending
 from .epochs import EpochMetrics
 from .outputs import OutputRecords
-from .studies import StudyRecords
+from .study_runs import StudyRecords
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # `mlflow ui` opens on the runs
 AUTH_CODES = ("UNAUTHENTICATED", "PERMISSION_DENIED")
