@@ -33,8 +33,6 @@ def train(preset, mlflow_experiment, resume_run_id, run_folder, **options):
     click.echo(f"model: {result.model_uri}")
 
 
-
-
 TUNE = study_settings.defaults()
 
 
