@@ -1,6 +1,8 @@
 """`fer-exp train`, `tune` and `import-run`: making runs."""
 from __future__ import annotations
 
+import os
+
 import click
 
 from .. import config as cfgmod
@@ -54,7 +56,12 @@ def tune(preset, n_trials, timeout, study, storage, sampler, pruner, search_spac
     """Run (or join, or resume) an Optuna study; every trial is a nested MLflow run. Settings the
     study does not search are fixed by the options (and --preset) as in `train`."""
     from ..studies import tuning
+    from ..studies.storage import password_in
 
+    if os.environ.get("MLFLOW_RUN_ID") and password_in(storage):
+        click.echo(f"warning: `mlflow run` has recorded this storage URL, password included, as param 'storage' of run "
+                   f"{os.environ['MLFLOW_RUN_ID']} (and printed it): change that password, and pass it as PGPASSWORD "
+                   f"or in ~/.pgpass with a URL that has none", err=True)
     options["epochs"] = options["epochs"] or study_settings.TRIAL_EPOCHS
     base = cfgmod.build_config(given(preset), **options)
     settings = study_settings.TuneSettings(base=base, n_trials=n_trials, timeout=timeout, study=study, storage=storage,

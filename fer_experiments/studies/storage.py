@@ -56,7 +56,7 @@ def open_storage(url: str, on_fail):
         return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
     if "://" not in url:
         raise ConfigError(f"storage '{url}' is not a SQLAlchemy URL or journal file: use e.g. "
-                          f"postgresql://user:pass@host/db, journal:path/to/file.log, or leave it empty")
+                          f"postgresql://user@host/db (password in PGPASSWORD or ~/.pgpass), journal:path/to/file.log, or leave it empty")
     for attempt in range(5):
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's wording, and documented
@@ -64,6 +64,10 @@ def open_storage(url: str, on_fail):
                 return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
                                   grace_period=3 * HEARTBEAT_S,
                                   heartbeat_stale_trial_callback=_retry_and_record(on_fail))
+        except ImportError as exc:  # Optuna's "Failed to import DB access module": the URL's driver is missing
+            raise ConfigError(f"storage {mask_url(url)} needs the database driver {_missing(exc)}, which is not "
+                              f"installed: pip install {_driver_package(url)}, or name an installed driver in the "
+                              f"URL (postgresql:// uses psycopg 3, installed with fer_experiments)") from None
         except Exception as exc:
             text = str(exc)
             # Workers starting together on an empty database race to create Optuna's tables:
@@ -73,6 +77,30 @@ def open_storage(url: str, on_fail):
                 continue
             first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
             raise ConfigError(f"storage {mask_url(url)} is unreachable ({first}): start the database or fix the URL") from None
+
+
+DRIVER_PACKAGES = {"postgresql": "'psycopg[binary]'", "postgresql+psycopg2": "psycopg2-binary",
+                   "mysql": "mysqlclient", "mysql+pymysql": "pymysql"}
+
+
+def _missing(exc: ImportError) -> str:
+    cause = exc.__cause__ or exc
+    return f"'{cause.name}'" if getattr(cause, "name", None) else "module"
+
+
+def _driver_package(url: str) -> str:
+    scheme = url.split("://", 1)[0]
+    return DRIVER_PACKAGES.get(scheme, f"the driver for {scheme}://")
+
+
+def password_in(url: str) -> bool:
+    """Whether a storage URL carries a password (which `mlflow run -P storage=…` has then logged in clear)."""
+    if "://" not in (url or ""):
+        return False
+    try:
+        return make_url(url).password is not None
+    except ArgumentError:
+        return False
 
 
 def requeue_dead_local_trials(study, on_fail) -> int:
