@@ -241,3 +241,75 @@ def test_folder_csv_round_trip(tmp_path):
     for split in ("train", "val", "test"):
         assert np.array_equal(a.splits[split].x, b.splits[split].x)
         assert np.array_equal(a.splits[split].y, b.splits[split].y)
+
+
+def bomb_png(path, width: int, height: int):
+    """A real decompression bomb: a 1-bit gray PNG of width×height zero pixels, complete and valid,
+    yet a few kB per 100 megapixels on disk (zlib squeezes the all-zero rows ~1000:1)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z, row = zlib.compressobj(9), bytes(1 + (width + 7) // 8)  # filter byte 0, then the packed bits
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [20000, 10000])  # Pillow's DecompressionBombError; its warning only
+def test_decompression_bomb_is_one_line_before_decoding(tmp_path, side):
+    import warnings
+
+    root = make_folder(tmp_path / "fer", per_class=1)
+    bomb = bomb_png(root / "train" / "Happy" / "bomb.png", side, side)
+    assert bomb.stat().st_size < 100_000
+    with warnings.catch_warnings(record=True) as seen, pytest.raises(DataError) as err:
+        warnings.simplefilter("always")
+        load_dataset(str(root), cache_dir=tmp_path / "c")
+    message = str(err.value)
+    assert "bomb.png" in message and "megapixel" in message and "\n" not in message, message
+    assert not [w for w in seen if issubclass(w.category, Image.DecompressionBombWarning)]  # one line, no warning
+
+
+@pytest.mark.timeout(60)  # before the walker kept its parents' real paths, this walked forever
+def test_symlink_loops_are_refused(tmp_path):
+    root = make_folder(tmp_path / "fer", per_class=1)
+    happy = root / "train" / "Happy"
+    (happy / "up").symlink_to("..")
+    (happy / "self").symlink_to(".")
+    with pytest.raises(DataError) as err:
+        load_dataset(str(root), cache_dir=tmp_path / "c")
+    assert "symlink loop" in str(err.value) and f"{happy}/self" in str(err.value) and "\n" not in str(err.value)
+    (happy / "up").unlink()
+    (happy / "self").unlink()
+    (happy / "a.png").symlink_to("b.png")
+    (happy / "b.png").symlink_to("a.png")
+    with pytest.raises(DataError, match=r"a\.png is a symlink loop"):
+        load_dataset(str(root), cache_dir=tmp_path / "c")
+    (happy / "a.png").unlink()
+    (happy / "b.png").unlink()
+    (root / "train" / "Fear").rename(tmp_path / "fear")  # a class folder linked from elsewhere: still fine
+    (root / "train" / "Fear").symlink_to(tmp_path / "fear")
+    assert load_dataset(str(root), cache_dir=tmp_path / "c").counts()["test"]["fear"] == 1
+
+
+def test_non_utf8_and_damaged_gzip_csv_say_so(tmp_path):
+    pix = " ".join(["1"] * 2304)
+    plain = _csv(tmp_path / "fer2013.csv", [(lab, pix, "Training") for lab in range(7)])
+    data = plain.read_bytes()
+    at = data.index(b"Training", data.index(b"Training") + 1)  # row 3's Usage
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(data[:at] + "Tr\xe9ining".encode("latin-1") + data[at + 8:])
+    gz = gzip.compress(data)
+    (tmp_path / "cut.csv.gz").write_bytes(gz[:len(gz) // 2])  # an interrupted download
+    damaged = bytearray(gz)
+    damaged[20:60] = bytes(b ^ 0xFF for b in damaged[20:60])
+    (tmp_path / "damaged.csv.gz").write_bytes(bytes(damaged))
+    for name, needle in (("latin1.csv", "is not UTF-8 text: row 3 (byte 0xe9)"),
+                         ("cut.csv.gz", "truncated gzip"), ("damaged.csv.gz", "corrupt gzip")):
+        with pytest.raises(DataError) as err:
+            load_dataset(str(tmp_path / name), cache_dir=tmp_path / "c")
+        assert needle in str(err.value) and "\n" not in str(err.value), str(err.value)

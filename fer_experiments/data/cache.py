@@ -3,9 +3,15 @@
 Folder digest: sha1 of the sorted (relative path, size, mtime_ns) of its image files — cheap to
 compute on 32k files and changes whenever a file is added, removed or rewritten. CSV digest: sha1
 of the file's bytes (one sequential read, far cheaper than parsing it).
+
+The folder walk follows symlinks, as the loader does (a class folder may be a link to another disk),
+so it keeps the real paths of the folders it is inside: a link back to one of them (`up -> ..`,
+`self -> .`) would make it walk forever and is refused with a DataError naming the link. (Two links to
+one folder are no loop: it is hashed twice, as before.) A file link that loops or dangles is refused too.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -16,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .folder import IMAGE_SUFFIXES
+from .labels import DataError
 
 FORMAT = "v2"  # bump when the decoded layout or the reading rules change: old entries are then ignored
 
@@ -31,13 +38,54 @@ def source_digest(path: Path) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         return h.hexdigest()[:16]
-    for top, dirs, names in os.walk(path, followlinks=True):  # as the loader, which follows links
-        dirs.sort()  # os.walk visits in this order: the digest must not depend on the file system's
-        for name in sorted(names):
-            if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
-                st = os.stat(os.path.join(top, name))
-                h.update(f"{os.path.relpath(top, path)}/{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    for rel, name, st in _walk_images(path):
+        h.update(f"{rel}/{name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:16]
+
+
+def _walk_images(root: Path):
+    """(folder relative to root, file name, stat) of every image file under root, in sorted order,
+    following symlinks like `os.walk(followlinks=True)` (the relative folder is "." for root itself)
+    but never round a loop: see the module docstring."""
+    def walk(folder: str, rel: str, parents: tuple[str, ...]):
+        real = os.path.realpath(folder)
+        if real in parents:
+            raise DataError(f"folder {folder} is a symlink loop (it leads back to {real}): "
+                            f"remove the link (rm {folder}) or point it outside the data folder")
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)  # the digest must not depend on the file system's order
+        except OSError:  # unreadable: skipped, as os.walk does (the loader says what is wrong if it needs it)
+            return
+        # os.walk's order, so digests (cache keys) from before this walker stay valid: a folder's
+        # files, then its subfolders in name order.
+        for entry in entries:
+            if not _is_dir(entry) and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                yield rel, entry.name, _stat(entry.path)
+        for entry in entries:
+            if _is_dir(entry):  # follows links, as the loader does
+                yield from walk(entry.path, entry.name if rel == "." else f"{rel}/{entry.name}", (*parents, real))
+
+    yield from walk(str(root), ".", ())
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a link that loops: not a folder (`_stat` then says what it is), as in os.walk
+        return False
+
+
+def _stat(path: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DataError(f"image {path} is a symlink loop (the links point at each other): "
+                            f"remove it (rm {path}) or link it to a real image") from None
+        if os.path.islink(path):
+            raise DataError(f"image {path} is a broken symlink (its target {os.readlink(path)} is missing): "
+                            f"remove it or restore the target") from None
+        raise DataError(f"image {path} cannot be read ({exc.strerror}): fix its permissions or remove it") from None
 
 
 def cached(root: Path, digest: str, decode):

@@ -5,10 +5,13 @@ with only one of them it is the test split (validation is then carved from train
 
 Errors name the file and the row as a spreadsheet shows it (the header is row 1, so the first image
 is row 2). Rows are checked in order and the first problem is reported; the whole file is checked
-before anything is cached.
+before anything is cached. A byte that is not UTF-8 is reported with its row, and a damaged .gz
+(truncated, corrupt, or not gzip at all) is named as such: pandas alone says neither.
 """
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +44,11 @@ def read_csv(path: Path):
 def _read_table(path: Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, dtype={"pixels": str, "Usage": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as exc:
+    except UnicodeDecodeError as exc:
+        raise DataError(_not_utf8(path, exc)) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # only a .gz raises these
+        raise DataError(_bad_gzip(path, exc)) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as exc:
         raise DataError(f"CSV {path} cannot be parsed ({type(exc).__name__}): give a fer2013.csv with "
                         f"columns emotion,pixels,Usage") from None
     missing = [c for c in COLUMNS if c not in df.columns]
@@ -50,6 +57,38 @@ def _read_table(path: Path) -> pd.DataFrame:
     if df.empty:
         raise DataError(f"CSV {path} has no rows: give a fer2013.csv with at least one image")
     return df
+
+
+def _not_utf8(path: Path, exc: UnicodeDecodeError) -> str:
+    bad = _first_non_utf8_row(path)
+    where = f"row {bad[0]} (byte 0x{bad[1]:02x})" if bad else f"byte 0x{exc.object[exc.start]:02x}"
+    return (f"CSV {path} is not UTF-8 text: {where} is not; fer2013.csv is plain ASCII (digits, commas, "
+            f"Training/PublicTest/PrivateTest): fix or drop that row, or re-save the file as UTF-8")
+
+
+def _first_non_utf8_row(path: Path) -> tuple[int, int] | None:
+    """(row, byte) of the first line that is not UTF-8. pandas gives a position within one of its read
+    buffers, so the file is read again a line at a time (only on this error path)."""
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            for row, line in enumerate(f, start=1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    return row, line[bad.start]
+    except (OSError, EOFError, zlib.error):  # a damaged .gz as well: the byte alone is reported
+        pass
+    return None
+
+
+def _bad_gzip(path: Path, exc: Exception) -> str:
+    if isinstance(exc, EOFError):
+        return (f"CSV {path} is a truncated gzip file (it ends before gzip's end-of-stream marker, as after an "
+                f"interrupted download or copy): fetch or copy it again (`gzip -t` checks it)")
+    if "Not a gzipped file" in str(exc):
+        return f"CSV {path} is not gzip data although named .gz: rename it to .csv, or gzip the CSV"
+    return (f"CSV {path} is a corrupt gzip file ({exc}): fetch or copy it again (`gzip -t` checks it)")
 
 
 def _pixels(text: str, path: Path, row: int) -> np.ndarray:

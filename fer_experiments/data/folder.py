@@ -7,12 +7,15 @@ so the order of images is deterministic (grouped by class, then by file name).
 
 Image rules: grayscale 48×48 is the format. A gray image stored as RGB(A) or palette is accepted; a
 truly coloured one is rejected (FER-2013 is grayscale — convert it first). Other sizes are resized to
-48×48 (bilinear) and counted in the dataset's notes. Corrupt or unreadable files are rejected. Every
-rejection is a one-line DataError naming the file and the fix. Decoding runs on a thread pool.
+48×48 (bilinear) and counted in the dataset's notes. Corrupt or unreadable files are rejected, and so
+is an image over MAX_PIXELS, from its header before anything is decoded (a decompression bomb: a small
+file whose pixels fill gigabytes). Every rejection is a one-line DataError naming the file and the fix.
+Decoding runs on a thread pool.
 """
 from __future__ import annotations
 
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,15 +27,25 @@ from .labels import CLASSES, IMAGE_SIZE, DataError, class_index
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 COLOUR_TOLERANCE = 2  # max channel difference (0..255) still counted as gray
 BATCH = 256  # files per decoding task
+# A FER image is 48×48: anything near this size is a mistake or a decompression bomb. Below Pillow's
+# own bomb limit (Image.MAX_IMAGE_PIXELS, ~89 MP, a warning; twice that, an error), so its warning
+# adds nothing and is silenced while decoding. 50 MP: a full-size phone photo is still resized, not refused.
+MAX_PIXELS = 50_000_000
 
 
 def _decode(path: Path) -> tuple[np.ndarray, bool]:
     """One image as (48, 48) uint8, and whether it had to be resized."""
     try:
-        with Image.open(path) as im:
-            im.load()
+        with Image.open(path) as im:  # reads the header only: size and mode, no pixels yet
+            pixels = im.width * im.height
+            if pixels <= MAX_PIXELS:
+                im.load()
+    except Image.DecompressionBombError:  # Pillow refuses to even open it (over twice its own limit)
+        raise DataError(_too_big(path, f"claims more than {2 * (Image.MAX_IMAGE_PIXELS or 0) // 10**6} megapixels")) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:  # Pillow's ways to say "not an image"
         raise DataError(f"image {path} is corrupt or unreadable ({type(exc).__name__}): delete or replace it") from None
+    if pixels > MAX_PIXELS:
+        raise DataError(_too_big(path, f"is {im.width}x{im.height} ({pixels / 1e6:.0f} megapixels)"))
     if im.mode == "P" or len(set(im.getbands()) - {"A"}) > 1:  # a mode that can hold colour
         rgb = np.asarray(im.convert("RGB"), dtype=np.int16)
         # Gray saved as RGB has equal channels (JPEG keeps them equal too); allow rounding slack.
@@ -44,6 +57,11 @@ def _decode(path: Path) -> tuple[np.ndarray, bool]:
     if resized:  # Pillow's bilinear filter widens its support when shrinking: an area-like average
         gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
     return np.asarray(gray, dtype=np.uint8), resized
+
+
+def _too_big(path: Path, size: str) -> str:
+    return (f"image {path} {size}: a data image may have at most {MAX_PIXELS // 10**6} megapixels (is it a "
+            f"decompression bomb?); FER-2013 images are 48x48: shrink it or remove it")
 
 
 def _visible(path: Path) -> bool:
@@ -80,7 +98,10 @@ def _decode_all(files: list[tuple[Path, int]], notes: list[str], where: str, roo
     batches = [paths[i:i + BATCH] for i in range(0, len(paths), BATCH)]
     # Threads, not processes: Pillow releases the GIL while decoding and nothing needs pickling.
     # Batches keep the per-task overhead (a future per file) small next to a 48x48 JPEG's decode.
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+    # Pillow's DecompressionBombWarning is silenced around the pool, not in each thread: warning
+    # filters are process-wide, and catch_warnings in threads that overlap would restore them wrongly.
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS, lower, is checked instead
         decoded = [d for batch in pool.map(lambda b: [_decode(p) for p in b], batches) for d in batch]
     x = np.stack([d[0] for d in decoded])[..., None] if decoded else np.zeros((0, 48, 48, 1), np.uint8)
     y = np.array([label for _, label in files], dtype=np.int64)
