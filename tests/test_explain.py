@@ -77,3 +77,17 @@ def test_explain_of_a_foreign_model_is_one_line(inputs, tmp_path):
                                        "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "to explain: pass a model trained by fer-exp" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+
+
+def test_explain_gives_an_image_past_the_pixel_limit_an_error_row(inputs, tmp_path):
+    """A small PNG holding 10000×8000 pixels (past faces.MAX_PIXELS): refused from its header, the crop still explained."""
+    from test_data import bomb_png
+
+    root, model = inputs
+    bomb = bomb_png(tmp_path / "bomb.png", 10000, 8000)
+    result = CliRunner().invoke(main, ["explain", "--model", str(model), str(bomb), str(root / "crop.png"),
+                                       "--out", str(tmp_path / "out")], catch_exceptions=False)
+    assert result.exit_code == 0 and "1 faces explained" in result.output and "1 unreadable" in result.output, result.output
+    rows = pd.read_csv(tmp_path / "out" / "explanations.csv").set_index("file")
+    assert rows.loc[str(bomb), "status"] == "error" and "over the 50-megapixel limit" in rows.loc[str(bomb), "error"]
+    assert rows.loc[str(root / "crop.png"), "status"] == "ok"

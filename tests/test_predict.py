@@ -178,3 +178,23 @@ def test_big_photo_and_duplicate_names(images, model_file, tmp_path):
     assert iou([large[k] / 4 for k in "xywh"], [small[k] for k in "xywh"]) > 0.7
     assert sorted(p.name for p in (tmp_path / "ann").iterdir()) == ["photo-1.jpg", "photo.jpg"]
     assert cv2.imread(str(tmp_path / "ann/photo-1.jpg")).shape == big.shape
+
+
+def test_an_image_past_the_pixel_limit_is_an_error_row_before_decoding(images, model_file, tmp_path):
+    """The issue's 20000×20000 PNG (400 MP; OpenCV decoded it into 1.2 GB, predict peaked at 3.3 GB) and
+    one past MAX_PIXELS yet under Pillow's own limit: each an `error` row, the other images still run."""
+    from test_data import bomb_png
+
+    root = tmp_path / "in"
+    root.mkdir()
+    bomb_png(root / "bomb.png", 20000, 20000)
+    bomb_png(root / "wide.png", 10000, 8000)  # 80 MP: Pillow would only warn
+    cv2.imwrite(str(root / "crop.png"), images[1][1])
+    out = tmp_path / "rows.csv"
+    result = invoke(root, "--model", model_file[1], "--format", "csv", "--out", out)
+    assert result.exit_code == 0, result.output
+    rows = {Path(f).name: r for f, r in pd.read_csv(out).set_index("file").iterrows()}
+    assert {k: r["status"] for k, r in rows.items()} == {"bomb.png": "error", "crop.png": "ok", "wide.png": "error"}
+    assert "megapixel limit" in rows["bomb.png"]["error"]
+    assert "10000x8000 (80 megapixels), over the 50-megapixel limit" in rows["wide.png"]["error"]
+    assert "predict: 3 images, 1 faces, 0 without a face, 2 unreadable" in result.stderr

@@ -4,22 +4,31 @@ their outputs share (table rows, output names that never collide, line widths th
 Per image: decode it (any size, colour or gray) → find faces with a detector (`detectors`) → widen
 each box by `margin`, crop the grayscale image, resize to 48×48. An image that is already a face
 crop (both sides ≤ CROP_MAX_SIDE px, like FER-2013's 48×48) is one face, whole. An image that cannot
-be read is an `error`, never an exception: one bad file never stops a batch.
+be read is an `error`, never an exception: one bad file never stops a batch. So is one over MAX_PIXELS,
+found from its header before any pixel is decoded: a 1.2 MB PNG can hold 20000×20000 pixels, which
+OpenCV would decode into 1.2 GB (and predict took 3.3 GB with the gray copy and the search).
 """
 from __future__ import annotations
 
+import io
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
 from ..models import INPUT_SHAPE
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")  # what a folder is searched for
 CROP_MAX_SIDE = 64  # an image no bigger than this on both sides is a face crop: classified whole
+# Decoded pixels per image at most: a 50-megapixel phone photo (8160×6120) passes and takes ~200 MB
+# decoded (colour and gray copies); 20000×20000 (400 MP, 1.6 GB) does not. Below Pillow's own bomb
+# limit (~89 MP), whose warning is therefore silenced while the header is read.
+MAX_PIXELS = 50_000_000
 
 
 class InferenceError(UserError):
@@ -43,12 +52,32 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """BGR uint8 (gray images come as three equal channels); ValueError if it cannot be decoded."""
+    """BGR uint8 (gray images come as three equal channels); ValueError if it cannot be decoded or has
+    more than MAX_PIXELS pixels (checked from the header first)."""
     data = np.fromfile(path, np.uint8)  # not cv2.imread: that fails silently and on non-ASCII paths
+    _check_size(data)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise ValueError("cannot decode the image: empty or corrupt file, or an unsupported format")
     return img
+
+
+def _check_size(data: np.ndarray) -> None:
+    """ValueError past MAX_PIXELS. OpenCV cannot read a header alone; Pillow's `open` is lazy (the
+    size, no pixels). A format Pillow does not know is left to OpenCV, which then says what it is."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS, lower, decides
+        try:
+            with Image.open(io.BytesIO(data.tobytes())) as im:
+                w, h = im.size
+        except Image.DecompressionBombError:  # over twice Pillow's limit: it gives no size
+            raise ValueError(f"the image has more than {2 * (Image.MAX_IMAGE_PIXELS or 0) // 10**6} megapixels, "
+                             f"over the {MAX_PIXELS // 10**6}-megapixel limit: shrink it first") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            return
+    if w * h > MAX_PIXELS:
+        raise ValueError(f"the image is {w}x{h} ({w * h / 1e6:.0f} megapixels), over the "
+                         f"{MAX_PIXELS // 10**6}-megapixel limit: shrink it first")
 
 
 def crop_bounds(shape, box, margin: float) -> tuple[int, int, int, int]:
