@@ -135,6 +135,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+PG_PASSWORD = "pg-Secret-7f3a9"  # the password of the roles below, which the tests grep records for
+PG_PASSWORD_ROLES = ("mlflow", "optuna")
+
+
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory):
     """A throwaway PostgreSQL server from Debian's `postgresql` package, on 127.0.0.1.
@@ -167,14 +171,21 @@ def postgres(tmp_path_factory):
             pytest.fail(f"{cmd[0]} failed: {done.stderr.strip()[-1500:]}")
 
     run(f"{bindir}/initdb", "-D", str(datadir), "-A", "trust", "-U", "fer", "--no-sync")
+    # `fer` is trusted; the README's roles `mlflow` and `optuna` need their password (first match wins).
+    hba = datadir / "pg_hba.conf"
+    hba.write_text(f"host all {','.join(PG_PASSWORD_ROLES)} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
     run(f"{bindir}/pg_ctl", "-D", str(datadir), "-l", str(root / "log"), "-w", "start", "-o",
         f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200")
+    for role in PG_PASSWORD_ROLES:
+        run(f"{bindir}/psql", "-h", "127.0.0.1", "-p", str(port), "-U", "fer", "-d", "postgres", "-c",
+            f"CREATE ROLE {role} LOGIN PASSWORD '{PG_PASSWORD}'")
     counter = iter(range(10_000))
 
-    def new_database() -> str:
-        name = f"optuna{next(counter)}"
-        run(f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "fer", name)
-        return f"postgresql+psycopg2://fer@127.0.0.1:{port}/{name}"
+    def new_database(owner: str = "fer", name: str | None = None) -> str:
+        """A fresh database and its URL as the README spells it (no password: PGPASSWORD carries it)."""
+        name = name or f"optuna{next(counter)}"
+        run(f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "fer", "-O", owner, name)
+        return f"postgresql://{owner}@127.0.0.1:{port}/{name}"
 
     yield new_database
     subprocess.run([*as_pg, f"{bindir}/pg_ctl", "-D", str(datadir), "-m", "immediate", "stop"],

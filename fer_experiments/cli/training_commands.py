@@ -46,8 +46,9 @@ TUNE = study_settings.defaults()
 @option("--timeout", default=TUNE["timeout"], show_default=True, type=click.FloatRange(min=0),
         help="seconds for this worker; 0 = none")
 @option("--study", default=TUNE["study"], help="study name [fer-<model>-<dataset>]")
-@option("--storage", default=TUNE["storage"], help="Optuna storage: SQLAlchemy URL (postgresql+psycopg2://…) or journal:FILE "
-                                      "[journal file mlruns/optuna/journal.log]")
+@option("--storage", default=TUNE["storage"],
+        help="Optuna storage: SQLAlchemy URL (postgresql://user@host/db, password in PGPASSWORD) or journal:FILE "
+             "[journal file mlruns/optuna/journal.log]")
 @option("--sampler", default=TUNE["sampler"], show_default=True, type=click.Choice(list(SAMPLERS)))
 @option("--pruner", default=TUNE["pruner"], show_default=True, type=click.Choice(list(PRUNERS)))
 @option("--search-space", default=TUNE["search_space"], help="YAML file overriding the family's default space")

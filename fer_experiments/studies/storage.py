@@ -1,28 +1,31 @@
 """Where an Optuna study lives: a journal file under mlruns/ by default, or any SQLAlchemy URL.
 
 The journal file (JournalFileBackend) is safe for several processes on one machine, which SQLite
-is not. RDB storages (PostgreSQL, MySQL) serve many machines and get heartbeats: a worker that dies
-mid-trial has its trial failed and retried by the next worker.
+is not, and on a shared file system for several machines. Both kinds get heartbeats: RDB storages
+(PostgreSQL, MySQL) Optuna's own, the journal a lease per running trial (`journal`). A worker that
+dies mid-trial has its trial failed (its MLflow run FAILED) and retried with the same params by a
+live worker.
 """
 from __future__ import annotations
 
+import copy
 import os
-import socket
 import time
 import warnings
 from pathlib import Path
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
-from optuna.trial import TrialState
+from optuna.storages.journal import JournalFileOpenLock
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from ..config import ConfigError
+from .journal import LEASE, LeasedJournalStorage, RepairingFileBackend
 
 DEFAULT_JOURNAL = Path("mlruns") / "optuna" / "journal.log"
 HEARTBEAT_S = int(os.environ.get("FER_HEARTBEAT_S", "20"))  # seconds between a worker's heartbeats
+GRACE_S = 3 * HEARTBEAT_S  # a trial whose heartbeat is this old is its dead worker's: failed and retried
 MAX_RETRY = 2
 
 
@@ -37,13 +40,16 @@ def mask_url(url: str) -> str:
 
 
 def _retry_and_record(on_fail):
-    """Mark the dead trial's MLflow run FAILED, then enqueue a retry with the same params."""
+    """Mark the dead trial's MLflow run FAILED, then enqueue a retry with the same params (not the
+    dead worker's lease: the retry's worker writes its own)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
 
     def callback(study, trial):
         on_fail(study, trial)
+        trial = copy.deepcopy(trial)
+        trial.system_attrs = {k: v for k, v in trial.system_attrs.items() if k != LEASE}
         retry(study, trial)
     return callback
 
@@ -53,16 +59,18 @@ def open_storage(url: str, on_fail):
     if not url or url.startswith("journal:") or url.endswith(".log"):
         path = Path(url.removeprefix("journal:").removeprefix("//") if url else DEFAULT_JOURNAL)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+        backend = RepairingFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        return LeasedJournalStorage(backend, interval=HEARTBEAT_S, grace=GRACE_S, on_stale=_retry_and_record(on_fail))
     if "://" not in url:
         raise ConfigError(f"storage '{url}' is not a SQLAlchemy URL or journal file: use e.g. "
-                          f"postgresql://user@host/db (password in PGPASSWORD or ~/.pgpass), journal:path/to/file.log, or leave it empty")
+                          f"postgresql://user@host/db (password in PGPASSWORD or ~/.pgpass), journal:path/to/file.log, "
+                          f"or leave it empty")
     for attempt in range(5):
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's wording, and documented
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(url, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=HEARTBEAT_S,
-                                  grace_period=3 * HEARTBEAT_S,
+                                  grace_period=GRACE_S,
                                   heartbeat_stale_trial_callback=_retry_and_record(on_fail))
         except ImportError as exc:  # Optuna's "Failed to import DB access module": the URL's driver is missing
             raise ConfigError(f"storage {mask_url(url)} needs the database driver {_missing(exc)}, which is not "
@@ -101,28 +109,3 @@ def password_in(url: str) -> bool:
         return make_url(url).password is not None
     except ArgumentError:
         return False
-
-
-def requeue_dead_local_trials(study, on_fail) -> int:
-    """Journal files have no heartbeat: fail and retry RUNNING trials of dead workers on this host."""
-    if not isinstance(study._storage, JournalStorage):
-        return 0
-    host, count = socket.gethostname(), 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get("worker", "")
-        name, _, pid = worker.rpartition(":")
-        if name == host and pid.isdigit() and not _alive(int(pid)):
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            _retry_and_record(on_fail)(study, study._storage.get_trial(trial._trial_id))
-            count += 1
-    return count
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -33,6 +33,12 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # `mlfl
 AUTH_CODES = ("UNAUTHENTICATED", "PERMISSION_DENIED")
 
 
+def refused(exc) -> bool:
+    """A basic-auth server's 401/403 (a JSON error code, or only the HTTP status where the body is text)."""
+    text = str(exc)
+    return exc.error_code in AUTH_CODES or "error code 401" in text or "error code 403" in text
+
+
 def _raise_keyboard_interrupt(signum, frame):  # SIGTERM (mlflow run's Ctrl-C, kill) → run ends KILLED
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -72,6 +78,18 @@ class MlflowTracker(StudyRecords, OutputRecords):
                 signal.signal(signal.SIGTERM, previous)
 
     def _start(self, experiment: str, run_name: str, resume_run_id: str | None, parent_run_id: str | None):
+        try:
+            return self._start_run(experiment, run_name, resume_run_id, parent_run_id)
+        except mlflow.exceptions.MlflowException as exc:
+            if not refused(exc):
+                raise
+            who = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+            raise UserError(f"the tracking server {mlflow.get_tracking_uri()} does not let user {who!r} write to "
+                            f"experiment {experiment!r} (HTTP 403): ask its admin for EDIT on it "
+                            f"(get_app_client('basic-auth').grant_user_permission), or record into an "
+                            f"experiment of your own with --mlflow-experiment") from None
+
+    def _start_run(self, experiment: str, run_name: str, resume_run_id: str | None, parent_run_id: str | None):
         start = functools.partial(mlflow.start_run, log_system_metrics=True)
         env_run = os.environ.get("MLFLOW_RUN_ID")
         if resume_run_id:
@@ -194,8 +212,7 @@ class MlflowTracker(StudyRecords, OutputRecords):
         try:
             mlflow.MlflowClient().search_experiments(max_results=1)
         except mlflow.exceptions.MlflowException as exc:
-            text = str(exc)
-            if exc.error_code in AUTH_CODES or "error code 401" in text or "error code 403" in text:
+            if refused(exc):
                 who = os.environ.get("MLFLOW_TRACKING_USERNAME")
                 raise UserError(f"the tracking server {mlflow.get_tracking_uri()} refused "
                                 f"{'user ' + repr(who) if who else 'an unauthenticated request'}: set "
