@@ -96,3 +96,19 @@ def test_readme_many_machines_block_runs_as_written_and_records_no_secret(postgr
     finally:
         os.killpg(server.pid, 15)
         server.wait(timeout=30)
+
+
+def test_tune_under_mlflow_run_warns_of_a_password_in_its_storage_url(store, monkeypatch):
+    from click.testing import CliRunner
+
+    from fer_experiments.cli import main
+
+    monkeypatch.setenv("MLFLOW_RUN_ID", "0123456789abcdef")  # what `mlflow run` hands its command
+    url = f"postgresql://optuna:{PG_PASSWORD}@127.0.0.1:1/optuna"
+    result = CliRunner().invoke(main, ["tune", "--data", SMALL_DATA, "--epochs", "1", "--storage", url])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("warning: `mlflow run` has recorded this storage URL"), lines
+    assert "PGPASSWORD" in lines[0] and "0123456789abcdef" in lines[0]
+    assert lines[1].startswith("error: storage postgresql://optuna:***@127.0.0.1:1/optuna is unreachable"), lines
+    assert PG_PASSWORD not in result.output
