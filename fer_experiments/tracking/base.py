@@ -15,6 +15,8 @@ from typing import Protocol, runtime_checkable
 
 import keras
 
+from ..errors import UserError
+
 STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
@@ -101,8 +103,17 @@ class NullTracker:
     def set_tag(self, key: str, value: str) -> None: ...
 
     def run_config(self, run_id: str) -> dict:
-        from ..errors import UserError
-
         raise UserError("an untracked run cannot be resumed: resume a run recorded in MLflow or a run folder")
 
     run_tags = run_config
+
+
+def check_resumable(run_id: str, status: str) -> None:
+    """Only a run that did not end (killed: RUNNING after kill -9, KILLED after SIGTERM) is resumed.
+    A FINISHED one would train again into the same run; a FAILED one has no checkpoint any more."""
+    if status == "FINISHED":
+        raise UserError(f"run {run_id} is FINISHED: there is nothing to resume (its model is logged); train a new "
+                        f"run, or `fer-exp evaluate` its model")
+    if status == "FAILED":
+        raise UserError(f"run {run_id} ended FAILED, and a failed run's checkpoint is removed: train a new run "
+                        f"(the failure is in its log and its fer.error tag)")

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import UserError
 from . import records
-from .base import ending
+from .base import check_resumable, ending
 from .epochs import EpochMetrics
 
 FORMAT = 1  # the folder layout's version, checked on import
@@ -46,6 +46,7 @@ class FileTracker:
         self.root = Path(root)
         self.folder: Path | None = None
         self.run_id = ""
+        self._finals: set[str] = set()
 
     # -- the run ------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -56,6 +57,9 @@ class FileTracker:
         self.run_id = resume_run_id or uuid.uuid4().hex
         self.folder = self.root / self.run_id
         (self.folder / "artifacts").mkdir(parents=True, exist_ok=True)
+        if resume_run_id and (self.folder / "run.json").exists():
+            check_resumable(resume_run_id, self._read("run.json")["status"])
+        self._finals = {json.loads(line)["key"] for line in _lines(self.folder / "metrics.jsonl")} if resume_run_id else set()
         meta = self._read("run.json") if resume_run_id and (self.folder / "run.json").exists() else {
             "format": FORMAT, "run_id": self.run_id, "experiment": experiment, "run_name": run_name,
             "tags": {k: str(v) for k, v in tags.items()}, "description": description, "start_time": _now_ms(),
@@ -124,7 +128,7 @@ class FileTracker:
         import matplotlib.pyplot as plt
 
         metrics = ev.metrics()
-        self.log_metrics(metrics)
+        self._log_finals(metrics)
         for path, item in records.evaluation_artifacts(ev, title).items():
             if isinstance(item, str):
                 self._artifact(path).write_text(item)
@@ -140,8 +144,11 @@ class FileTracker:
         curves_fig.savefig(self._artifact("history/training_curves.png"))
         plt.close(curves_fig)
 
+    def _log_finals(self, metrics: dict) -> None:  # each final value once, as MlflowTracker._log_finals
+        self.log_metrics({k: v for k, v in metrics.items() if k not in self._finals})
+
     def log_summary(self, summary: dict, all_metrics: dict) -> None:
-        self.log_metrics(summary)
+        self._log_finals(summary)
         self._artifact("evaluation/metrics.json").write_text(json.dumps(all_metrics, indent=1, sort_keys=True))
 
     def log_model(self, model: keras.Model, x_example, *, file_stem: str, register: str = "", name: str = "model",
@@ -162,6 +169,7 @@ class FileTracker:
 
     # -- resuming a killed run ----------------------------------------------------------------------
     def run_config(self, run_id: str) -> dict:
+        check_resumable(run_id, json.loads(self._existing(run_id, "run.json").read_text())["status"])
         return json.loads(self._existing(run_id, "artifacts/config.json").read_text())
 
     def run_tags(self, run_id: str) -> dict:
@@ -173,6 +181,10 @@ class FileTracker:
             raise UserError(f"no file-only run '{run_id}' under {self.root} ({name} missing): pass the id of a "
                             f"folder there")
         return path
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
 def is_run_folder(path: Path) -> bool:

@@ -18,7 +18,7 @@ BACKEND_PACKAGES = {"tensorflow": ("tensorflow-cpu", "tensorflow"), "jax": ("jax
 
 def log_model(model: keras.Model, x_example: np.ndarray, *, file_stem: str, register: str = "",
               name: str = "model", metrics: dict | None = None, plain: keras.Model | None = None,
-              diagram: bool = True) -> str:
+              diagram: bool = True, timestamp: int | None = None) -> str:
     """The Keras 3 flavour (with a signature) as a LoggedModel called `name` (the preset or model, so
     the Models tab tells them apart) carrying `metrics`, the plain `.keras` file, a summary and (with
     `diagram`) an architecture diagram, into the active run. Returns the model's URI (``models:/m-…``)."""
@@ -28,8 +28,19 @@ def log_model(model: keras.Model, x_example: np.ndarray, *, file_stem: str, regi
     # (FileNotFoundError); the signature carries the input spec.
     info = mlflow.keras.log_model(model, name=name, signature=signature, registered_model_name=register or None,
                                   pip_requirements=pip_requirements())
-    if metrics:
-        mlflow.log_metrics(metrics, model_id=info.model_id)
+    try:
+        _log_beside(model, info.model_id, file_stem=file_stem, metrics=metrics, plain=plain, diagram=diagram,
+                    timestamp=timestamp)
+    except BaseException:  # e.g. the disk filled up: the run fails, and its model must not read READY
+        _mark_failed(info.model_id)
+        raise
+    return info.model_uri
+
+
+def _log_beside(model, model_id: str, *, file_stem: str, metrics: dict | None, plain, diagram: bool,
+                timestamp: int | None) -> None:
+    if metrics:  # with the run's own timestamp of these values: the same entries, not a second copy
+        mlflow.log_metrics(metrics, model_id=model_id, timestamp=timestamp)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"{file_stem}.keras"
         model.save(path)
@@ -42,7 +53,21 @@ def log_model(model: keras.Model, x_example: np.ndarray, *, file_stem: str, regi
         mlflow.log_text("\n".join(lines), "model_summary.txt")
         if diagram:
             _log_diagram(model, Path(tmp) / "architecture.png")
-    return info.model_uri
+
+
+def _mark_failed(model_id: str) -> None:
+    try:
+        mlflow.MlflowClient().finalize_logged_model(model_id, "FAILED")
+    except Exception as exc:  # the store itself may be what failed; the original error matters more
+        warnings.warn(f"logged model {model_id} could not be marked FAILED ({exc})", stacklevel=3)
+
+
+def delete_run_models(run_id: str) -> None:
+    """Delete the LoggedModels a run logged so far (a resumed run logs its model again)."""
+    experiment = mlflow.get_run(run_id).info.experiment_id
+    for found in mlflow.search_logged_models(experiment_ids=[experiment], filter_string=f"source_run_id = '{run_id}'",
+                                             output_format="list"):
+        mlflow.MlflowClient().delete_logged_model(found.model_id)
 
 
 def _log_diagram(model: keras.Model, path: Path) -> None:

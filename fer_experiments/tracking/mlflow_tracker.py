@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -24,12 +25,13 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from ..errors import UserError
 from . import logged_models, records
-from .base import ending
+from .base import check_resumable, ending
 from .epochs import EpochMetrics
 from .outputs import OutputRecords
 from .study_runs import StudyRecords
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # `mlflow ui` opens on the runs
+FINAL_KEYS = ("validation_accuracy", "test_accuracy", "best_val_accuracy", "epochs_run")  # logged once, at the end
 AUTH_CODES = ("UNAUTHENTICATED", "PERMISSION_DENIED")
 
 
@@ -37,6 +39,16 @@ def refused(exc) -> bool:
     """A basic-auth server's 401/403 (a JSON error code, or only the HTTP status where the body is text)."""
     text = str(exc)
     return exc.error_code in AUTH_CODES or "error code 401" in text or "error code 403" in text
+
+
+def _final_timestamp(run_id: str, logged: set[str]) -> int:
+    """The timestamp a killed attempt gave its final values (0 if it logged none): a LoggedModel's
+    metrics are run metrics too, and an entry logged again with the same key, step, value and
+    timestamp is the same entry in MLflow's store, not a second point."""
+    for key in FINAL_KEYS:
+        if key in logged:
+            return mlflow.MlflowClient().get_metric_history(run_id, key)[0].timestamp
+    return 0
 
 
 def _raise_keyboard_interrupt(signum, frame):  # SIGTERM (mlflow run's Ctrl-C, kill) → run ends KILLED
@@ -50,6 +62,8 @@ class MlflowTracker(StudyRecords, OutputRecords):
 
     def __init__(self):
         self.run_id = ""
+        self._finals: set[str] = set()  # end-of-run metrics a resumed run had logged before it was killed
+        self._final_ts = 0  # one timestamp for every final value, so the model's copies are the same entries
 
     # -- the run ------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -69,11 +83,13 @@ class MlflowTracker(StudyRecords, OutputRecords):
         main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main else None
         self.run_id = run.info.run_id
+        self._finals = set(run.data.metrics) if resume_run_id else set()
+        self._final_ts = _final_timestamp(self.run_id, self._finals)
         try:
             with ending(mlflow.end_run):
                 yield self.run_id
         finally:
-            self.run_id = ""
+            self.run_id, self._finals, self._final_ts = "", set(), 0
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
@@ -93,6 +109,7 @@ class MlflowTracker(StudyRecords, OutputRecords):
         start = functools.partial(mlflow.start_run, log_system_metrics=True)
         env_run = os.environ.get("MLFLOW_RUN_ID")
         if resume_run_id:
+            check_resumable(resume_run_id, self._existing_run(resume_run_id).info.status)
             run = start(run_id=resume_run_id)
         elif parent_run_id:
             # Created through the client: the fluent API would pick up MLFLOW_RUN_ID (the parent,
@@ -147,7 +164,7 @@ class MlflowTracker(StudyRecords, OutputRecords):
 
     def log_evaluation(self, ev, title: str) -> dict[str, float]:
         metrics = ev.metrics()
-        mlflow.log_metrics(metrics)
+        self._log_finals(metrics)
         for path, item in records.evaluation_artifacts(ev, title).items():
             if isinstance(item, str):
                 mlflow.log_text(item, path)
@@ -160,14 +177,21 @@ class MlflowTracker(StudyRecords, OutputRecords):
         mlflow.log_artifact(str(history_csv), "history")
         self._log_figure(curves_fig, "history/training_curves.png")
 
+    def _log_finals(self, metrics: dict) -> None:
+        """Final values, each logged once: a resumed run keeps those it had (the same weights gave them)."""
+        self._final_ts = self._final_ts or int(time.time() * 1000)
+        mlflow.log_metrics({k: v for k, v in metrics.items() if k not in self._finals}, timestamp=self._final_ts)
+
     def log_summary(self, summary: dict, all_metrics: dict) -> None:
-        mlflow.log_metrics(summary)
+        self._log_finals(summary)
         mlflow.log_text(json.dumps(all_metrics, indent=1, sort_keys=True), "evaluation/metrics.json")
 
     def log_model(self, model: keras.Model, x_example, *, file_stem: str, register: str = "", name: str = "model",
                   metrics: dict | None = None, plain: keras.Model | None = None, diagram: bool = True) -> str:
+        if self._finals:  # a resumed run may have been killed while logging its model: one model per run
+            logged_models.delete_run_models(self.run_id)
         return logged_models.log_model(model, x_example, file_stem=file_stem, register=register, name=name,
-                                       metrics=metrics, plain=plain, diagram=diagram)
+                                       metrics=metrics, timestamp=self._final_ts or None, plain=plain, diagram=diagram)
 
     def set_tag(self, key: str, value: str) -> None:
         mlflow.set_tag(key, value)
@@ -182,7 +206,7 @@ class MlflowTracker(StudyRecords, OutputRecords):
     # -- reading the store ----------------------------------------------------------------------------
     def run_config(self, run_id: str) -> dict:
         """The resolved config a run was started with (to resume it)."""
-        self._existing_run(run_id)
+        check_resumable(run_id, self._existing_run(run_id).info.status)
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.json")
         return json.loads(Path(path).read_text())
 

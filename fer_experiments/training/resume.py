@@ -85,6 +85,24 @@ class ResumablePlateau(_Persistent, keras.callbacks.ReduceLROnPlateau):
         self._save_state(learning_rate=lr)
 
 
+class TrainedWeights(keras.callbacks.Callback):
+    """The trained model's weights, written when `fit` ends: a run killed during its end-of-run work
+    (evaluation, logging the model) resumes from here without training again."""
+
+    def __init__(self, path: str | Path):
+        super().__init__()
+        self.path = Path(path)
+
+    def on_train_end(self, logs=None):
+        _atomic_write(self.path, self.model.save_weights, suffix=".weights.h5")
+
+    def restore(self, model: keras.Model) -> bool:
+        if not self.path.is_file():
+            return False
+        model.load_weights(self.path)
+        return True
+
+
 def _plain(value):
     """JSON-safe: NumPy scalars and ±inf (EarlyStopping's initial best) as Python floats."""
     value = value.item() if hasattr(value, "item") else value

@@ -35,7 +35,7 @@ from .build import (
     run_name,
     shrink,
 )
-from .resume import ResumableEarlyStopping, ResumablePlateau
+from .resume import ResumableEarlyStopping, ResumablePlateau, TrainedWeights
 
 
 @dataclass
@@ -90,16 +90,27 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
                              # the learning rate is the global batch's, whatever the device count
                              "batch_per_device": cfg.batch_size // n_devices})
         tracker.log_dataset(ds)
-        train_split, val_split = ds.splits["train"], ds.splits["val"]
-        steps = -(-len(train_split.y) // cfg.batch_size)
-        loss, targets = loss_and_targets(cfg)
-        # Over several devices validation is padded with copies that weigh 0 (`_feeds`): accuracy is
-        # then a weighted metric (plain `metrics` ignore sample weights), exact for the real images.
-        accuracy = {"weighted_metrics" if n_devices > 1 else "metrics": ["accuracy"]}
-        model.compile(optimizer=make_optimizer(cfg, steps), loss=loss, **accuracy, jit_compile=jit_compile(cfg))
-        tracker.log_params({"jit_compile_used": model.jit_compile})
-        history_csv = backup_dir(run_id) / "history.csv"
-        history_csv.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return _train_in_run(cfg, ds, model, aug, run_id, n_devices, parallel, tracker, callbacks, verbose, preset)
+        except Exception:  # the run ends FAILED and is not resumed (--resume refuses it): free the disk
+            shutil.rmtree(backup_dir(run_id), ignore_errors=True)
+            raise
+
+
+def _train_in_run(cfg: TrainConfig, ds, model, aug, run_id: str, n_devices: int, parallel, tracker, callbacks,
+                  verbose: int, preset: str) -> TrainResult:
+    train_split, val_split = ds.splits["train"], ds.splits["val"]
+    steps = -(-len(train_split.y) // cfg.batch_size)
+    loss, targets = loss_and_targets(cfg)
+    # Over several devices validation is padded with copies that weigh 0 (`_feeds`): accuracy is
+    # then a weighted metric (plain `metrics` ignore sample weights), exact for the real images.
+    accuracy = {"weighted_metrics" if n_devices > 1 else "metrics": ["accuracy"]}
+    model.compile(optimizer=make_optimizer(cfg, steps), loss=loss, **accuracy, jit_compile=jit_compile(cfg))
+    tracker.log_params({"jit_compile_used": model.jit_compile})
+    history_csv = backup_dir(run_id) / "history.csv"
+    history_csv.parent.mkdir(parents=True, exist_ok=True)
+    trained = TrainedWeights(backup_dir(run_id) / "trained.weights.h5")
+    if not trained.restore(model):  # else a resumed run whose training had ended: only the end-of-run work is left
         state = backup_dir(run_id) / "state"
         fit_callbacks = [
             # Selection on validation only: the best epoch's weights are restored at the end. Their
@@ -109,30 +120,33 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
                                    restore_best_weights=True, mode="max"),
             *([ResumablePlateau(state, monitor="val_accuracy", factor=cfg.lr_factor, patience=cfg.lr_patience,
                                 mode="max", min_lr=1e-6)] if cfg.schedule == "plateau" else []),
-            # Weights, optimizer and epoch: a run killed after an epoch's metrics were logged resumes after it.
-            keras.callbacks.BackupAndRestore(str(backup_dir(run_id) / "checkpoint"), double_checkpoint=True),
+            # Weights, optimizer and epoch: a run killed after an epoch's metrics were logged resumes
+            # after it. Kept at the end of fit (the folder goes when the run is complete): a kill
+            # before `trained` is written still resumes after the last epoch, not from epoch 0.
+            keras.callbacks.BackupAndRestore(str(backup_dir(run_id) / "checkpoint"), double_checkpoint=True,
+                                             delete_checkpoint=False),
             keras.callbacks.CSVLogger(str(history_csv), append=True),
             tracker.epoch_callback(len(train_split.y)),
             # The same validation faces after every epoch: MLflow's image view replays training.
             *([snapshots.PredictionSnapshots(val_split.x, val_split.y, tracker.log_image, seed=cfg.seed)]
               if tracker.enabled else []),
             *callbacks,
+            trained,  # last: after EarlyStopping restored the best epoch's weights
         ]
         feed, validation = _feeds(cfg, train_split, val_split, targets, n_devices)
-        history = model.fit(**feed, epochs=cfg.epochs, validation_data=validation, callbacks=fit_callbacks,
-                            verbose=verbose)
-        parallel.close()  # one device from here on: evaluation, saving and logging take any batch size
-        model = float32_copy(cfg, model, always=n_devices > 1)
-        metrics, temperature = _log_results(cfg, ds, model, history_csv, tracker)
-        # What is logged, served and exported reports calibrated probabilities (same decisions);
-        # the model before temperature scaling is kept beside it.
-        plain, model = model, calibration.with_temperature(model, temperature)
-        model_uri = tracker.log_model(model, val_split.x, file_stem=cfg.model, register=cfg.register,
-                                      name=preset or cfg.model, plain=plain, diagram=cfg.diagnostics,
-                                      metrics={k: v for k, v in metrics.items() if "/" not in k and "_tta_" not in k})
-        tracker.set_tag(T.MODEL_URI, model_uri)
-        shutil.rmtree(backup_dir(run_id), ignore_errors=True)
-        return TrainResult(run_id, model_uri, metrics, model, len(history.epoch))
+        model.fit(**feed, epochs=cfg.epochs, validation_data=validation, callbacks=fit_callbacks, verbose=verbose)
+    parallel.close()  # one device from here on: evaluation, saving and logging take any batch size
+    model = float32_copy(cfg, model, always=n_devices > 1)
+    metrics, temperature = _log_results(cfg, ds, model, history_csv, tracker)
+    # What is logged, served and exported reports calibrated probabilities (same decisions);
+    # the model before temperature scaling is kept beside it.
+    plain, model = model, calibration.with_temperature(model, temperature)
+    model_uri = tracker.log_model(model, val_split.x, file_stem=cfg.model, register=cfg.register,
+                                  name=preset or cfg.model, plain=plain, diagram=cfg.diagnostics,
+                                  metrics={k: v for k, v in metrics.items() if "/" not in k and "_tta_" not in k})
+    tracker.set_tag(T.MODEL_URI, model_uri)
+    shutil.rmtree(backup_dir(run_id), ignore_errors=True)
+    return TrainResult(run_id, model_uri, metrics, model, int(metrics["epochs_run"]))
 
 
 def _feeds(cfg: TrainConfig, train_split, val_split, targets, n_devices: int) -> tuple[dict, tuple]:
