@@ -89,3 +89,36 @@ def test_served_model_predicts_like_keras(in_shared_store, serve):
 
     status, answer = post(url, {"inputs": faces[:, :40].tolist()})  # wrong shape: refused, not guessed
     assert status == 400 and "shape" in answer, answer
+
+
+def test_serve_load_arguments_and_summary():
+    """benchmarks/serve_load.py: bad bounds are refused before anything starts; the summary's figures."""
+    from click.testing import CliRunner
+
+    from benchmarks import serve_load
+
+    for args, needle in ((["--clients", "0"], "must be at least 1"), (["--workers", "2", "--workers", "0"], "at least 1"),
+                         (["--faces", "0"], "--faces"), (["--cell-seconds", "0"], "--cell-seconds")):
+        result = CliRunner().invoke(serve_load.main, args)
+        assert result.exit_code == 2 and needle in result.output, result.output
+    s = serve_load.summarise([("200", 0.1), ("200", 0.3), ("504", 60.0), ("URLError", 0.01)], seconds=2.0)
+    assert (s["requests"], s["ok"], s["errors"], s["ok_per_s"]) == (4, 2, {"504": 1, "URLError": 1}, 1.0)
+    assert s["p50_s"] == pytest.approx(0.2) and 50 < s["p99_s"] <= 60  # the 504 counts: its client waited 60 s
+
+
+@pytest.mark.slow
+def test_serve_load_bounded_run(in_shared_store, tmp_path):
+    """A tiny bounded run of the load script against the shared run's model: one server, 1 and 3 clients."""
+    from click.testing import CliRunner
+
+    from benchmarks import serve_load
+
+    out = tmp_path / "load.json"
+    result = CliRunner().invoke(serve_load.main, ["--model-uri", in_shared_store.result.model_uri, "--workers", "1",
+                                                  "--clients", "3", "--clients", "1", "--requests", "3", "--faces", "4",
+                                                  "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["workers"], r["clients"], r["requests"], r["ok"], r["errors"]) for r in runs] == [
+        (1, 1, 3, 3, {}), (1, 3, 3, 3, {})]
+    assert all(0 < r["p50_s"] <= r["p99_s"] < 60 and r["ok_per_s"] > 0 and r["server_peak_rss_mb"] > 100 for r in runs)
