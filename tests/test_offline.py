@@ -5,9 +5,11 @@ The training process stands for an accelerator machine: JAX backend (where JAX i
 TensorFlow: the model crosses backends as the `.keras` file does in real use."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,9 +18,10 @@ import mlflow
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from mlflow.entities import ViewType
 
 from fer_experiments.cli import main
-from fer_experiments.tracking import imports, tags
+from fer_experiments.tracking import imports, run_folder, tags
 
 # A process in which `import mlflow` (and TensorFlow, Optuna) fails, as on an accelerator machine.
 NO_MLFLOW = textwrap.dedent("""
@@ -112,3 +115,122 @@ def test_import_of_a_folder_that_is_no_run(tmp_path, store):
     result = CliRunner().invoke(main, ["import-run", str(tmp_path)])
     assert result.exit_code == 2 and "not a file-only run folder" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+# Hostile run folders: each edits a copy of the real one. `o` is a folder outside the run folder
+# holding what a hostile folder points at; the import must refuse with one line naming `named`.
+def _link(path, target):
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+    path.symlink_to(target)
+
+
+def _edit_json(path, change):
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+def _add_metric(f, key):
+    with open(f / "metrics.jsonl", "a") as out:
+        out.write(json.dumps({"key": key, "value": 1.0, "step": 0, "timestamp": 1}) + "\n")
+
+
+def _model_file(f):
+    return "model/" + json.loads((f / "model" / "model.json").read_text())["file"]
+
+
+def _an_image(f):
+    return next((f / "images").glob("*/*.png")).relative_to(f).as_posix()
+
+
+HOSTILE = {  # case: (what the hostile folder does, the file the refusal must name)
+    "artifact-symlink": (lambda f, o: _link(f / "artifacts/config.json", o / "secret.txt"), "artifacts/config.json"),
+    "deep-artifact-symlink": (lambda f, o: _link(f / "artifacts/evaluation/test/classification_report.txt",
+                                                 o / "secret.txt"), "classification_report.txt"),
+    "artifacts-dir-symlink": (lambda f, o: _link(f / "artifacts", o), "artifacts"),
+    "image-symlink": (lambda f, o: _link(f / _an_image(f), o / "picture.png"), "png' is a symlink"),
+    "images-dir-symlink": (lambda f, o: _link(f / "images", o), "images"),
+    "model-file-symlink": (lambda f, o: _link(f / _model_file(f), o / "other.keras"), "keras' is a symlink"),
+    "artifact-fifo": (lambda f, o: os.mkfifo(f / "artifacts/pipe"), "artifacts/pipe"),  # reading it would block
+    "model-file-absolute": (lambda f, o: _edit_json(f / "model/model.json", lambda m: {
+        **m, "file": str(o / "other.keras")}), "model/model.json"),
+    "model-file-traversal": (lambda f, o: _edit_json(f / "model/model.json", lambda m: {
+        **m, "file": "../../x.keras"}), "model/model.json"),
+    "marker-dangling-symlink": (lambda f, o: _link(f / "imported.json", o / "created.json"), "imported.json"),
+    "marker-symlink": (lambda f, o: _link(f / "imported.json", o / "secret.txt"), "imported.json"),
+    "run-json-symlink": (lambda f, o: _link(f / "run.json", shutil.move(f / "run.json", o / "run.json")), "run.json"),
+    "metrics-symlink": (lambda f, o: _link(f / "metrics.jsonl", shutil.copy(f / "metrics.jsonl", o)), "metrics.jsonl"),
+    "model-name-traversal": (lambda f, o: _edit_json(f / "model/model.json", lambda m: {**m, "name": "../x"}),
+                             "model/model.json"),
+    "register-name-traversal": (lambda f, o: _edit_json(f / "model/model.json", lambda m: {**m, "register": "../x"}),
+                                "model/model.json"),
+    "param-key-traversal": (lambda f, o: _edit_json(f / "params.json", lambda p: {**p, "../x": "1"}), "params.json"),
+    "metric-key-traversal": (lambda f, o: _add_metric(f, "../x"), "metrics.jsonl"),
+    "metric-key-bad-character": (lambda f, o: _add_metric(f, "acc%"), "metrics.jsonl"),
+    "tag-key-traversal": (lambda f, o: _edit_json(f / "run.json", lambda r: {**r, "tags": {**r["tags"], "../x": "1"}}),
+                          "run.json"),
+    "image-key-traversal": (lambda f, o: (f / "images/epoch~predictions").rename(f / "images/..~..~x"), "images/"),
+    "run-json-too-big": (lambda f, o: os.truncate(f / "run.json", run_folder.MAX_JSON_BYTES + 1), "run.json"),
+    "metrics-too-big": (lambda f, o: os.truncate(f / "metrics.jsonl", imports.MAX_METRICS_BYTES + 1),
+                        "metrics.jsonl"),
+}
+
+
+def _snapshot(root):
+    """Every path under root but the store's own files, with its link target or content digest."""
+    seen = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if rel.startswith(("mlflow.db", "mlruns")):
+            continue
+        seen[rel] = (os.readlink(path) if path.is_symlink() else
+                     hashlib.sha1(path.read_bytes()).hexdigest() if path.is_file() else path.stat().st_mode)
+    return seen
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", HOSTILE)
+def test_import_refuses_a_hostile_folder_and_writes_nothing(case, file_run, store, tmp_path):
+    mutate, named = HOSTILE[case]
+    source, _ = file_run
+    folder = tmp_path / "case" / source.name
+    shutil.copytree(source, folder, symlinks=True, ignore=shutil.ignore_patterns(imports.MARKER))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("not for the tracking store\n")
+    shutil.copy(folder / _model_file(folder), outside / "other.keras")
+    shutil.copy(folder / _model_file(folder), folder.parent / "x.keras")  # what "../../x.keras" from model/ names
+    shutil.copy(folder / _an_image(folder), outside / "picture.png")
+    mutate(folder, outside)
+    before = _snapshot(tmp_path)
+
+    result = CliRunner().invoke(main, ["import-run", str(folder)])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2, result.output[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], lines
+    client = mlflow.MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    assert not client.search_runs(experiments, run_view_type=ViewType.ALL)  # refused before any run
+    assert not client.search_logged_models(experiments)
+    assert _snapshot(tmp_path) == before  # nothing written in the folder or outside it
+    assert not (outside / "created.json").exists()
+
+
+@pytest.mark.slow
+def test_an_import_that_fails_once_its_run_exists_leaves_no_run(file_run, store, tmp_path):
+    """The store fails after the checks passed (its artifact folder lies under a file): the run made is
+    deleted, FAILED rather than RUNNING, with no model, and the folder is left unmarked."""
+    source, _ = file_run
+    folder = tmp_path / "run"
+    shutil.copytree(source, folder, symlinks=True, ignore=shutil.ignore_patterns(imports.MARKER))
+    (tmp_path / "blocker").write_text("")
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment(json.loads((folder / "run.json").read_text())["experiment"],
+                                   artifact_location=str(tmp_path / "blocker" / "artifacts"))
+    with pytest.raises(OSError):
+        imports.import_run(folder)
+    assert not client.search_runs([exp])
+    (run,) = client.search_runs([exp], run_view_type=ViewType.ALL)
+    assert (run.info.lifecycle_stage, run.info.status) == ("deleted", "FAILED")
+    assert not client.search_logged_models([exp]) and not os.path.lexists(folder / imports.MARKER)
