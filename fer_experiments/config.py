@@ -7,6 +7,7 @@ Unknown keys are errors everywhere (presets, overrides), never silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -62,8 +63,11 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         from . import models  # registry lookups only (imports Keras)
 
+        for key, kind in FIELD_TYPES.items():  # e.g. a preset's `epochs: null` or a resumed run's config.json
+            _typed(key, getattr(self, key), kind)
         spec = models.get_spec(self.model)  # raises UnknownModelError with the known names
         checks = [
+            (0 <= self.seed < 2**32, "seed", "must be in 0..4294967295 (NumPy's seed range)"),
             (self.epochs >= 1, "epochs", "must be a positive integer"),
             (self.batch_size >= 1, "batch_size", "must be a positive integer"),
             (0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1), e.g. 0.001"),
@@ -128,16 +132,16 @@ def coerce(key: str, value):
         raise ConfigError(f"unknown setting '{key}': known settings are {', '.join(FIELD_TYPES)}")
     if key == "jit_compile" and isinstance(value, bool):  # YAML's true/false
         return str(value).lower()
-    if value is None or not isinstance(value, str):
-        return value
     kind = FIELD_TYPES[key]
+    if not isinstance(value, str):
+        return _typed(key, value, kind)
     try:
         if "None" in kind and value.lower() in ("", "none", "auto"):
             return None
-        if kind.startswith("int"):
-            return int(float(value))
+        if kind.startswith("int"):  # "42.0" is 42 (MLflow's float params); "1.7", "inf" are refused
+            return _typed(key, float(value), kind)
         if kind.startswith("float"):
-            return float(value)
+            return _typed(key, float(value), kind)
         if kind == "bool":
             if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError(value)
@@ -145,6 +149,22 @@ def coerce(key: str, value):
     except ValueError:
         raise ConfigError(f"{key}={value!r} is not a valid {kind.replace(' | None', '')}") from None
     return value
+
+
+def _typed(key: str, value, kind: str):
+    """A value given as YAML or Python must already be of the field's type (ints may come as whole floats)."""
+    base = kind.replace(" | None", "")
+    if value is None and "None" in kind:
+        return None
+    if base == "int" and isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    ok = {"int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+          "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str)}[base](value)
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not a valid {base}" + (" (a whole number)" if base == "int" else "")
+                          + (f": give {key} a value" if value is None else ""))
+    return float(value) if base == "float" else value
 
 
 def list_experiments() -> list[str]:

@@ -38,6 +38,12 @@ def test_help_lists_commands_and_models():
     (["--dropout", "1.5"], "dropout=1.5 is out of range"),
     (["--epochs", "-3"], "epochs=-3 is out of range"),
     (["--epochs", "many"], "epochs='many' is not a valid int"),
+    (["--epochs", "inf"], "epochs='inf' is not a valid int"),
+    (["--epochs", "1.7"], "epochs='1.7' is not a valid int"),  # refused, not truncated to 1
+    (["--patience", "-0.5"], "patience='-0.5' is not a valid int"),
+    (["--learning-rate", "inf"], "learning_rate='inf' is not a valid float"),
+    (["--seed", "-1"], "seed=-1 is out of range"),
+    (["--seed", "99999999999"], "seed=99999999999 is out of range"),
     (["--preset", "nope"], "unknown preset 'nope'"),
     (["--model", "resnet50", "--weights", "/nonexistent/w.h5", "--image_size", "32"], "/nonexistent/w.h5"),
 ])
@@ -55,6 +61,19 @@ def test_unknown_preset_key_is_an_error(store, tmp_path):
     preset.write_text("model: custom\nlerning_rate: 0.01\n")
     result = CliRunner().invoke(main, ["train", "--preset", str(preset)])
     assert result.exit_code == 2 and "unknown key(s) lerning_rate" in result.output
+
+
+@pytest.mark.parametrize("line, needle", [("epochs: null", "epochs=None is not a valid int"),
+                                           ("epochs: [1, 2]", "epochs=[1, 2] is not a valid int"),
+                                           ("dropout: yes", "dropout=True is not a valid float")])
+def test_preset_values_of_the_wrong_type_are_one_line(store, tmp_path, line, needle):
+    preset = tmp_path / "typed.yaml"
+    preset.write_text(f"model: custom\n{line}\n")
+    result = CliRunner().invoke(main, ["train", "--preset", str(preset), "--data", SMALL_DATA])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.output
+    assert not all_runs()
 
 
 def test_bad_image_fails_before_training(store, tmp_path):

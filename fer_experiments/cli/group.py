@@ -8,6 +8,7 @@ traceback (exit 1). FER_DEBUG=1 shows the traceback of the one-line errors too.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 
 import click
@@ -21,8 +22,27 @@ from ..errors import UserError
 MLFLOW_USER_ERRORS = ("RESOURCE_DOES_NOT_EXIST", "UNAUTHENTICATED", "PERMISSION_DENIED")
 
 
+# A full or read-only disk under the store is the user's to fix, not a bug: one line naming the fix.
+STORE_FULL = ("database or disk is full", "No space left on device")
+STORE_READ_ONLY = ("attempt to write a readonly database", "Read-only file system")
+
+
+def store_problem(exc: BaseException) -> str:
+    """The one-line message for a tracking store (or its disk) that refuses writes, else ''."""
+    text = f"{exc} {exc.__cause__ or ''}"
+    store = os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")
+    where = getattr(exc, "filename", None) or f"the tracking store ({store}: its database or artifacts)"
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) or any(s in text for s in STORE_FULL):
+        return (f"the disk is full writing {where}: free space there (or set MLFLOW_TRACKING_URI to a store on "
+                f"another disk), then rerun")
+    if isinstance(exc, OSError) and exc.errno == errno.EROFS or any(s in text for s in STORE_READ_ONLY):
+        return (f"the tracking store is read-only ({store}): make it writable, or set MLFLOW_TRACKING_URI to a "
+                f"store you can write")
+    return ""
+
+
 def is_user_error(exc: BaseException) -> bool:
-    if isinstance(exc, UserError):
+    if isinstance(exc, UserError) or store_problem(exc):
         return True
     try:
         from mlflow.exceptions import MlflowException  # e.g. a models:/ URI that names nothing
@@ -55,7 +75,7 @@ class FerGroup(click.Group):
         except Exception as exc:
             if not is_user_error(exc) or os.environ.get("FER_DEBUG"):
                 raise
-            click.echo(f"error: {(str(exc).strip().splitlines() or [repr(exc)])[0]}", err=True)
+            click.echo(f"error: {store_problem(exc) or (str(exc).strip().splitlines() or [repr(exc)])[0]}", err=True)
             ctx.exit(2)
 
 

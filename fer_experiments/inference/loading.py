@@ -16,9 +16,9 @@ def load_model(uri: str, *, check_shape: bool = True):
     if ":/" not in uri:
         if not Path(uri).is_file():
             raise InferenceError(f"model '{uri}' not found: pass {URI_FORMS}")
-        import keras
+        from ..models.files import load_keras_file
 
-        model = keras.saving.load_model(uri)
+        model = load_keras_file(uri)
     else:
         from ..tracking import MlflowTracker
 

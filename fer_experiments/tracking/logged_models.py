@@ -12,6 +12,7 @@ import numpy as np
 from mlflow.models import infer_signature
 
 from ..errors import UserError
+from ..models.files import load_keras_file, safely
 
 BACKEND_PACKAGES = {"tensorflow": ("tensorflow-cpu", "tensorflow"), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
 
@@ -98,9 +99,9 @@ def pip_requirements() -> list[str]:
 def load_model(uri: str) -> keras.Model:
     """A logged model (``models:/…``, ``runs:/…``) or a ``.keras`` file."""
     if uri.endswith(".keras") and ":/" not in uri:
-        return keras.saving.load_model(uri)
+        return load_keras_file(uri)
     try:
-        return mlflow.keras.load_model(uri)
+        return safely(mlflow.keras.load_model, uri)
     except mlflow.exceptions.MlflowException as exc:
         raise UserError(f"model '{uri}' cannot be loaded ({exc.message.strip().splitlines()[0]}): pass "
                         f"models:/<model id>, runs:/<run id>/<model name> or a .keras file from this tracking store "

@@ -41,6 +41,37 @@ def refused(exc) -> bool:
     return exc.error_code in AUTH_CODES or "error code 401" in text or "error code 403" in text
 
 
+PROBE_S = 10  # seconds to wait for a tracking server's /health before saying it is unreachable
+
+
+def reachable() -> None:
+    """A tracking server that does not answer is one line within PROBE_S, not MLflow's minutes of
+    retries (7, with backoff) ending in a traceback. Any HTTP answer counts: 401/403 are check_store's."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=PROBE_S)
+    except requests.RequestException as exc:
+        reason = "no answer" if isinstance(exc, requests.Timeout) else "connection failed"
+        raise UserError(f"the tracking server {uri} is unreachable ({reason} within {PROBE_S} s): start it, or fix "
+                        f"MLFLOW_TRACKING_URI (unset, runs go to the local store sqlite:///mlflow.db)") from None
+
+
+def writable() -> None:
+    """A local SQLite store on a read-only disk (or without write permission) is one line before
+    any work: MLflow would print a traceback per failed statement on the way."""
+    uri = mlflow.get_tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if (db.exists() and not os.access(db, os.W_OK)) or (db.parent.exists() and not os.access(db.parent, os.W_OK)):
+        raise UserError(f"the tracking store is read-only ({uri}): make it writable, or set MLFLOW_TRACKING_URI to a "
+                        f"store you can write")
+
+
 def _final_timestamp(run_id: str, logged: set[str]) -> int:
     """The timestamp a killed attempt gave its final values (0 if it logged none): a LoggedModel's
     metrics are run metrics too, and an entry logged again with the same key, step, value and
@@ -214,6 +245,7 @@ class MlflowTracker(StudyRecords, OutputRecords):
         return self._existing_run(run_id).data.tags
 
     def _existing_run(self, run_id: str):
+        reachable()
         try:
             return mlflow.MlflowClient().get_run(run_id)
         except mlflow.exceptions.MlflowException as exc:
@@ -223,6 +255,8 @@ class MlflowTracker(StudyRecords, OutputRecords):
                             f"one of its runs (or set MLFLOW_TRACKING_URI to the store it is in)") from None
 
     def load_model(self, uri: str) -> keras.Model:
+        if uri.startswith(("models:/", "runs:/")):
+            reachable()
         return logged_models.load_model(uri)
 
     @staticmethod
@@ -233,6 +267,8 @@ class MlflowTracker(StudyRecords, OutputRecords):
     def check_store(self) -> None:
         """One cheap request before any work, so missing credentials for a basic-auth tracking server
         are one line naming the fix, not a stack of HTTP errors after the study or the run has begun."""
+        reachable()
+        writable()
         try:
             mlflow.MlflowClient().search_experiments(max_results=1)
         except mlflow.exceptions.MlflowException as exc:
