@@ -112,3 +112,28 @@ def test_tune_under_mlflow_run_warns_of_a_password_in_its_storage_url(store, mon
     assert "PGPASSWORD" in lines[0] and "0123456789abcdef" in lines[0]
     assert lines[1].startswith("error: storage postgresql://optuna:***@127.0.0.1:1/optuna is unreachable"), lines
     assert PG_PASSWORD not in result.output
+
+
+@pytest.mark.slow
+def test_a_user_writing_into_another_users_experiment_is_one_line(mlflow_auth_server, monkeypatch):
+    from click.testing import CliRunner
+    from conftest import AUTH_ADMIN
+    from mlflow.server import get_app_client
+
+    from fer_experiments.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", AUTH_ADMIN[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", AUTH_ADMIN[1])
+    get_app_client("basic-auth", tracking_uri=mlflow_auth_server).create_user("other", WORKER_PW)
+    mlflow.MlflowClient().create_experiment("admins-only")  # default_permission = READ for everyone else
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "other")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", WORKER_PW)
+    result = CliRunner().invoke(main, ["train", "--data", SMALL_DATA, "--epochs", "1", "--diagnostics", "false",
+                                       "--mlflow-experiment", "admins-only"])
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("error: the tracking server") and "'other'" in lines[-1], result.output
+    assert "admins-only" in lines[-1] and "EDIT" in lines[-1] and "Traceback" not in result.output
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", AUTH_ADMIN[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", AUTH_ADMIN[1])
+    assert not mlflow.search_runs(search_all_experiments=True, output_format="list")
