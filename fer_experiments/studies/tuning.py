@@ -2,7 +2,9 @@
 
 The objective samples a config and calls `training.train`; the trainer sees the trial only
 through `KerasPruning`. Workers sharing `study` + `storage` cooperate on one study and one MLflow
-parent run (its id is a study user attribute).
+parent run (its id is a study user attribute); a worker does not leave a study that is not done
+while a dead worker's trial waits to be retried (`journal.recover_or_wait`), and stops cleanly on
+SIGTERM / SIGINT (`workers`).
 """
 from __future__ import annotations
 
@@ -23,10 +25,12 @@ from ..tracking import MlflowTracker
 from ..tracking import experiment_name_for as tracking_experiment
 from ..tracking import tags as T
 from . import search_space
+from .journal import recover_or_wait
 from .plots import study_figures
 from .pruning import KerasPruning, make_pruner, make_sampler
 from .settings import TuneSettings
-from .storage import mask_url, open_storage, requeue_dead_local_trials
+from .storage import MAX_RETRY, mask_url, open_storage
+from .workers import hush, joining_seed, quiet_optuna, stop_signals, stopped
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_CONSECUTIVE_FAILURES = 3  # failed trials in a row after which a worker stops: the cause is not the settings
@@ -46,31 +50,45 @@ def validate(s: TuneSettings) -> dict:
 def tune(s: TuneSettings, echo=print, tracker=None):
     space = validate(s)
     tracker = tracker or MlflowTracker()
-    ds = fer_data.load_dataset(s.base.data, val_fraction=s.base.val_fraction, seed=s.base.seed)  # decode once
-    name = s.study or f"fer-{s.base.model}-{'synthetic' if ds.synthetic else ds.name}"
-    on_fail = functools.partial(_fail_trial_run, tracker)
-    storage = open_storage(s.storage, on_fail=on_fail)
-    tracker.check_store()  # before the study exists: a refused worker must not leave a parentless study
-    floor = ds.majority_rate("val") + 0.005  # a hair above "always the majority class"
-    study, parent = _open_study(s, name, storage, ds.synthetic, floor, tracker, echo)
-    requeue_dead_local_trials(study, on_fail=on_fail)
-    objective = _objective(s, space, parent, study, tracker)
-    remaining = s.n_trials - len(study.get_trials(states=FINISHED))
-    echo(f"study {name} on {mask_url(s.storage) or 'journal file'}: {s.n_trials - remaining} of "
-         f"{s.n_trials} trials already finished; MLflow parent run {parent}")
-    failures = FailureGuard()
-    if remaining > 0:
-        stop = optuna.study.MaxTrialsCallback(s.n_trials, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING))
-        study.optimize(objective, timeout=s.timeout or None, callbacks=[stop, _progress(s, echo), failures],
-                       catch=(Exception,), gc_after_trial=True)
-    done = len(study.get_trials(states=FINISHED)) >= s.n_trials
-    best = _best(study)
-    champion = tracker.summarize(parent, study, best, study_figures(study),
-                                        study.trials_dataframe().to_csv(index=False), done=done, champion=name)
+    with stop_signals(), quiet_optuna():
+        ds = fer_data.load_dataset(s.base.data, val_fraction=s.base.val_fraction, seed=s.base.seed)  # decode once
+        name = s.study or f"fer-{s.base.model}-{'synthetic' if ds.synthetic else ds.name}"
+        storage = open_storage(s.storage, on_fail=functools.partial(_fail_trial_run, tracker, echo))
+        tracker.check_store()  # before the study exists: a refused worker must not leave a parentless study
+        floor = ds.majority_rate("val") + 0.005  # a hair above "always the majority class"
+        study, parent = _open_study(s, name, storage, ds.synthetic, floor, tracker, echo)
+        objective = _objective(s, space, parent, study, tracker)
+        echo(f"study {name} on {mask_url(s.storage) or 'journal file'}: {len(study.get_trials(states=FINISHED))} of "
+             f"{s.n_trials} trials already finished; MLflow parent run {parent}")
+        failures = FailureGuard()
+        try:
+            _optimize(s, study, objective, [_progress(s, echo), failures], failures)
+            done = len(study.get_trials(states=FINISHED)) >= s.n_trials
+            best = _best(study)
+            champion = tracker.summarize(parent, study, best, study_figures(study),
+                                         study.trials_dataframe().to_csv(index=False), done=done, champion=name)
+        except KeyboardInterrupt as exc:
+            raise stopped(study, parent, tracker, str(exc) or "SIGINT", objective.trial) from None
     if champion:
         echo(f"study {name} done: best trial {best.number} (validation accuracy {best.value:.4f}) registered as {champion}")
     failures.raise_if_stopped(name)
     return study, parent, best
+
+
+def _optimize(s: TuneSettings, study, objective, callbacks: list, failures) -> None:
+    """Trials until the study has n_trials finished, this worker's timeout passes or its trials keep
+    failing. Optuna stops a worker once finished + running trials reach n_trials; before it leaves,
+    the other workers' running trials are waited on until each is known alive or stale, and a stale
+    one (its worker died) is failed, requeued and run here."""
+    deadline = time.monotonic() + s.timeout if s.timeout else None
+    stop = optuna.study.MaxTrialsCallback(s.n_trials, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING))
+    while len(study.get_trials(states=FINISHED)) < s.n_trials:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return
+        study.optimize(objective, timeout=left, callbacks=[stop, *callbacks], catch=(Exception,), gc_after_trial=True)
+        if failures.stopped or not recover_or_wait(study, s.n_trials, deadline):
+            return
 
 
 class TuneError(UserError):
@@ -101,13 +119,14 @@ class FailureGuard:
 
 
 def _open_study(s: TuneSettings, name: str, storage, synthetic: bool, floor: float, tracker, echo=print):
-    sampler = make_sampler(s.sampler, s.base.seed)
     pruner = make_pruner(s.pruner, floor=floor, epochs=s.base.epochs)
     try:  # creating the study is atomic in every storage: exactly one worker wins and makes the parent
-        study = optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
-                                    pruner=pruner)
+        study = optuna.create_study(storage=storage, study_name=name, direction="maximize",
+                                    sampler=make_sampler(s.sampler, s.base.seed), pruner=pruner)
     except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+        # A joining worker draws from its own seed (`workers.joining_seed`): the creator's is the study's.
+        study.sampler = make_sampler(s.sampler, joining_seed(s.base.seed, len(study.get_trials(deepcopy=False))))
         if study.direction != optuna.study.StudyDirection.MAXIMIZE:
             raise ConfigError(f"study '{name}' exists with direction {study.direction.name.lower()}: "
                               f"choose another --study name (fer-exp tune maximises validation accuracy)") from None
@@ -149,6 +168,7 @@ def _wait_for_parent(study, seconds: float = 120) -> str:
 
 def _objective(s: TuneSettings, space: dict, parent: str, study, tracker):
     def objective(trial):
+        objective.trial = trial.number  # the trial a stopped worker reports as failed
         _guard_surplus(study, trial, s.n_trials)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         cfg = dataclasses.replace(s.base, **search_space.sample(trial, space)).validate()
@@ -160,13 +180,17 @@ def _objective(s: TuneSettings, space: dict, parent: str, study, tracker):
             tracker.mark_trial_run(trial.user_attrs.get("mlflow_run_id"), "PRUNED")
             raise
         except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                hush()  # the worker's one-line message replaces Optuna's traceback of this trial
             trial.set_user_attr("error", (f"{type(exc).__name__}: {exc}".splitlines() or ["?"])[0][:300])
             tracker.mark_trial_run(trial.user_attrs.get("mlflow_run_id"), "FAIL")
             raise
         trial.set_user_attr("model_uri", result.model_uri)
         trial.set_user_attr("test_accuracy", result.metrics.get("test_accuracy"))  # reported, never selected on
         tracker.mark_trial_run(result.run_id, "COMPLETE")
+        objective.trial = None
         return result.metrics["best_val_accuracy"]
+    objective.trial = None
     return objective
 
 
@@ -177,8 +201,12 @@ def _guard_surplus(study, trial, n_trials: int) -> None:
         raise SurplusTrial(f"trial {trial.number} is beyond n_trials={n_trials}")
 
 
-def _fail_trial_run(tracker, study, trial) -> None:
+def _fail_trial_run(tracker, echo, study, trial) -> None:
+    """A dead worker's trial, failed by the storage's heartbeat check (its retry is queued next)."""
     tracker.mark_trial_run(trial.user_attrs.get("mlflow_run_id"), "FAIL")
+    echo(f"trial {trial.number} failed: its worker ({trial.user_attrs.get('worker', '?')}) stopped sending "
+         f"heartbeats; its run is marked FAILED and the trial queued again with the same params "
+         f"(at most {MAX_RETRY} retries)")
 
 
 def _best(study):

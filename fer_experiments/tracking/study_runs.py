@@ -58,6 +58,12 @@ class StudyRecords:
         if client.get_run(run_id).info.status != status:
             client.set_terminated(run_id, status)
 
+    def stop_parent(self, parent_run_id: str) -> None:
+        """The study's parent ends KILLED: its last worker was stopped. Inside `mlflow run` the parent
+        is that command's run, which `mlflow run` itself ends when the worker exits."""
+        if not os.environ.get("MLFLOW_RUN_ID"):
+            mlflow.MlflowClient().set_terminated(parent_run_id, "KILLED")
+
     def parent_in_store(self, run_id: str) -> bool:
         """Whether the study's parent run exists in the current tracking store (a study's storage can
         outlive the store it was recorded in: another MLFLOW_TRACKING_URI, a deleted mlflow.db)."""
