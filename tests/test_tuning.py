@@ -88,7 +88,8 @@ def test_bad_trials_are_pruned_and_marked(store, tmp_path):
     (["--sampler", "grid"], "'grid' is not one of 'tpe', 'random'"),
     (["--pruner", "magic"], "'magic' is not one of"),
     (["--model", "alexnet"], "unknown model 'alexnet'"),
-    (["--storage", "postgresql+psycopg2://fer@127.0.0.1:1/nowhere"], "is unreachable"),
+    (["--storage", "postgresql://fer@127.0.0.1:1/nowhere"], "is unreachable"),
+    (["--storage", "mysql://fer@127.0.0.1:1/nowhere"], "needs the database driver 'MySQLdb', which is not installed: pip"),
     (["--n_trials", "0"], "--n-trials"),
 ])
 def test_bad_tune_input_is_one_line_before_any_trial(store, args, needle):
