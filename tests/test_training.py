@@ -102,7 +102,9 @@ def test_two_epoch_run_records_everything(store, small_cfg):
 @pytest.mark.slow
 def test_learning_is_real(store):
     """custom_aug on the synthetic set beats the majority-class rate by a wide margin."""
-    cfg = build_config("custom_aug", data="synthetic:3000", epochs=10, patience=10)
+    # 2000 faces, 6 epochs: validation 0.76 and test 0.73 against a majority rate of 0.25 when measured
+    # (was 3000 faces, 10 epochs: 2.5x the time for the same verdict).
+    cfg = build_config("custom_aug", data="synthetic:2000", epochs=6, patience=6)
     result = train(cfg, verbose=0)
     ds = fer_data.load_dataset(cfg.data, seed=cfg.seed)
     majority = float(np.bincount(ds.splits["val"].y).max() / len(ds.splits["val"].y))
