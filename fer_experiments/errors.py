@@ -10,3 +10,8 @@ from __future__ import annotations
 
 class UserError(ValueError):
     """Something the user gave is wrong; one line naming it and the fix."""
+
+
+def read_only_store(uri: str) -> str:
+    """The one message for a tracking store that refuses writes (checked up front, or met on the way)."""
+    return f"the tracking store is read-only ({uri}): make it writable, or set MLFLOW_TRACKING_URI to a store you can write"

@@ -14,7 +14,7 @@ import os
 import click
 
 from .. import config as cfgmod
-from ..errors import UserError
+from ..errors import UserError, read_only_store
 
 # MLflow's codes for a thing the user named that is not there, or a server that refused the user.
 # Not INVALID_PARAMETER_VALUE: MLflow also raises it for its own misuse ("Changing param values is
@@ -36,8 +36,7 @@ def store_problem(exc: BaseException) -> str:
         return (f"the disk is full writing {where}: free space there (or set MLFLOW_TRACKING_URI to a store on "
                 f"another disk), then rerun")
     if isinstance(exc, OSError) and exc.errno == errno.EROFS or any(s in text for s in STORE_READ_ONLY):
-        return (f"the tracking store is read-only ({store}): make it writable, or set MLFLOW_TRACKING_URI to a "
-                f"store you can write")
+        return read_only_store(store)
     return ""
 
 

@@ -23,7 +23,7 @@ import mlflow
 import numpy as np
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
-from ..errors import UserError
+from ..errors import UserError, read_only_store
 from . import logged_models, records
 from .base import check_resumable, ending
 from .epochs import EpochMetrics
@@ -68,8 +68,7 @@ def writable() -> None:
         return
     db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
     if (db.exists() and not os.access(db, os.W_OK)) or (db.parent.exists() and not os.access(db.parent, os.W_OK)):
-        raise UserError(f"the tracking store is read-only ({uri}): make it writable, or set MLFLOW_TRACKING_URI to a "
-                        f"store you can write")
+        raise UserError(read_only_store(uri))
 
 
 def _final_timestamp(run_id: str, logged: set[str]) -> int:
