@@ -63,7 +63,7 @@ def test_file_run_records_everything_without_mlflow(file_run):
     assert params["epochs"] == "2" and int(params["n_train"]) > 0
     assert params["keras_backend"] == ("jax" if importlib.util.find_spec("jax") else "tensorflow")
     lines = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
-    assert sorted(m["step"] for m in lines if m["key"] == "epoch/val_accuracy") == [0, 1]
+    assert sorted(m["step"] for m in lines if m["key"] == "epoch/val_accuracy") == [1, 2]
     assert {"validation_accuracy", "test_accuracy", "epochs_run"} <= {m["key"] for m in lines}
     for path in ("config.json", "history/history.csv", "history/training_curves.png",
                  "evaluation/val/confusion_matrix.png", "evaluation/val/saliency.png",

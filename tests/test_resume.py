@@ -87,14 +87,14 @@ def test_resume_after_a_kill_at_any_stage_records_everything_once(store, tmp_pat
             continue  # MLflow's own sampler, one series per attempt
         steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
         assert len(steps) == len(set(steps)), (key, steps)
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_accuracy")] == [0, 1]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_accuracy")] == [1, 2]
     assert again.data.metrics["epochs_run"] == 2 and result.epochs_run == 2
     history = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/history/history.csv").splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["0", "1"], history
     models = logged_models_of(again)
     assert len(models) == 1 and str(models[0].status) in ("READY", "LoggedModelStatus.READY"), models
     if stage != "mid-epoch":  # training had ended: the resume only finished the end-of-run work
-        assert epochs_before == [0, 1]
+        assert epochs_before == [1, 2]
 
 
 @pytest.mark.parametrize("status, needle", [("FINISHED", "nothing to resume"), ("FAILED", "ended FAILED")])

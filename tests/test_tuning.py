@@ -49,9 +49,17 @@ def test_study_records_parent_children_best_and_plots(store):
         assert kid.data.tags["optuna.trial_number"] == str(trial.number)
         assert kid.info.status == {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}[trial.state.name]
         assert float(kid.data.params["dropout"]) == pytest.approx(trial.params["dropout"])
+        # the study ranks by the figure the trial's run records (the float32 model's evaluation)
+        assert trial.value == kid.data.metrics["validation_accuracy"]
+        # one model file per trial: the LoggedModel, no .keras copies beside it
+        assert not mlflow.MlflowClient().list_artifacts(kid.info.run_id, "keras")
     run = mlflow.get_run(parent)
     assert run.data.tags["optuna.study_name"] == "four" and run.data.tags["optuna.sampler"] == "random"
-    assert run.data.metrics["best_val_accuracy"] == pytest.approx(best.value)
+    best_run = mlflow.get_run(best.user_attrs["mlflow_run_id"])
+    for key in ("validation_accuracy", "test_accuracy", "validation_macro_f1"):  # the parent's row shows its champion
+        assert run.data.metrics[key] == best_run.data.metrics[key], key
+    assert run.data.params["storage"] == "journal file" and run.data.params["search_space"].endswith("custom.yaml")
+    assert "four" in run.data.tags["mlflow.note.content"] and "validation_accuracy" in run.data.tags["mlflow.note.content"]
     assert run.data.tags["best_run_id"] == best.user_attrs["mlflow_run_id"]
     assert float(run.data.tags["best.learning_rate"]) == pytest.approx(best.params["learning_rate"])
     assert run.info.status == "FINISHED"
@@ -64,6 +72,9 @@ def test_study_records_parent_children_best_and_plots(store):
     assert model.output_shape == (None, 7)
     version = mlflow.MlflowClient().get_model_version_by_alias("four", "champion")
     assert version.run_id == best.user_attrs["mlflow_run_id"]
+    # a finished study run again registers nothing new
+    tune(settings(study="four", pruner="none"))
+    assert [v.version for v in mlflow.MlflowClient().search_model_versions("name='four'")] == [1]
     # resume: the same study with a higher target continues it under the same parent
     study2, parent2, _ = tune(settings(study="four", n_trials=3, pruner="none"))
     assert parent2 == parent and len(study2.trials) == 3 and len(children_of(parent)) == 3

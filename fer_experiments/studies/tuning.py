@@ -13,6 +13,7 @@ import functools
 import os
 import socket
 import time
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -148,10 +149,18 @@ def _open_study(s: TuneSettings, name: str, storage, synthetic: bool, floor: flo
 def _new_parent(s: TuneSettings, name: str, synthetic: bool, tracker) -> str:
     tags = {T.STUDY_NAME: name, T.SAMPLER: s.sampler, T.PRUNER: s.pruner,
             T.STORAGE: mask_url(s.storage) or "journal file", T.SYNTHETIC: str(synthetic).lower(), T.RUN_KIND: "study"}
+    space = s.search_space or str(search_space.default_file(s.base.model))
     params = {"model": s.base.model, "data": s.base.data, "n_trials": s.n_trials, "epochs_per_trial": s.base.epochs,
-              "sampler": s.sampler, "pruner": s.pruner, "seed": s.base.seed, "study": name}
+              "sampler": s.sampler, "pruner": s.pruner, "seed": s.base.seed, "study": name,
+              "storage": tags[T.STORAGE], "search_space": space}
     experiment = s.experiment or tracking_experiment(synthetic)
-    return tracker.create_parent(experiment, name, tags, params)
+    data = f"SYNTHETIC faces ({s.base.data}, not FER-2013)" if synthetic else s.base.data
+    note = (f"Optuna study `{name}`: {s.n_trials} trials of `{s.base.model}` on {data}, {s.base.epochs} epochs each "
+            f"(preset and fixed settings as in each trial's params), {s.sampler} sampler, {s.pruner} pruner, space "
+            f"{Path(space).name}, storage {tags[T.STORAGE]}. Each trial is a child run; the objective is its "
+            f"validation_accuracy (the float32 model's). This run carries the best trial's figures; test is reported, "
+            f"never selected on.")
+    return tracker.create_parent(experiment, name, tags, params, description=note)
 
 
 def _wait_for_parent(study, seconds: float = 120) -> str:
@@ -189,7 +198,9 @@ def _objective(s: TuneSettings, space: dict, parent: str, study, tracker):
         trial.set_user_attr("test_accuracy", result.metrics.get("test_accuracy"))  # reported, never selected on
         tracker.mark_trial_run(result.run_id, "COMPLETE")
         objective.trial = None
-        return result.metrics["best_val_accuracy"]
+        # The figure the trial's run and model record: the float32 model's evaluation of the selected
+        # weights (the in-fit epoch/val_accuracy is mixed precision's and only steers pruning).
+        return result.metrics["validation_accuracy"]
     objective.trial = None
     return objective
 

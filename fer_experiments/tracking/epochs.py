@@ -1,5 +1,5 @@
 """Per-epoch metrics for any tracker (no MLflow here): Keras's logs plus learning rate, seconds and
-images/s, as ``epoch/<name>`` with step = epoch. MLflow's run page groups charts by the part before
+images/s, as ``epoch/<name>`` with step = the epoch's number as Keras prints it (1 = the first). MLflow's run page groups charts by the part before
 "/" and shows the ``epoch`` group first, so the training curves lead and the final values follow."""
 from __future__ import annotations
 
@@ -29,4 +29,4 @@ class EpochMetrics(keras.callbacks.Callback):
         metrics["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         metrics["epoch_seconds"] = seconds
         metrics["images_per_second"] = self.n_train / max(seconds, 1e-9)
-        self.sink({f"{EPOCH_GROUP}/{k}": v for k, v in metrics.items()}, step=epoch)
+        self.sink({f"{EPOCH_GROUP}/{k}": v for k, v in metrics.items()}, step=epoch + 1)

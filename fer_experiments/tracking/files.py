@@ -152,11 +152,12 @@ class FileTracker:
         self._artifact("evaluation/metrics.json").write_text(json.dumps(all_metrics, indent=1, sort_keys=True))
 
     def log_model(self, model: keras.Model, x_example, *, file_stem: str, register: str = "", name: str = "model",
-                  metrics: dict | None = None, plain: keras.Model | None = None, diagram: bool = True) -> str:
+                  metrics: dict | None = None, plain: keras.Model | None = None, diagram: bool = True,
+                  copies: bool = True) -> str:
         folder = self.folder / "model"
         folder.mkdir(exist_ok=True)
         model.save(folder / f"{file_stem}.keras")
-        if plain is not None:  # an ordinary artifact once imported, as in a tracked run
+        if plain is not None and copies:  # an ordinary artifact once imported, as in a tracked run
             plain.save(self._artifact(f"keras/{file_stem}-uncalibrated.keras"))
         np.save(folder / "input_example.npy", np.asarray(x_example[:2], dtype="float32"))
         (folder / "model.json").write_text(json.dumps(

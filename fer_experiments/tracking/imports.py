@@ -114,7 +114,10 @@ def _log(client: mlflow.MlflowClient, run_id: str, plan: dict) -> None:
         for dataset, split, input_tags in plan["datasets"]:
             mlflow.log_input(dataset, context=split, tags=input_tags)
         if plan["model"]:
-            uri = logged_models.log_model(**plan["model"])
+            final = {m.key: m.timestamp for m in plan["metrics"] if m.step == 0}  # the model's figures are these entries
+            stamp = next((final[k] for k in plan["model"]["metrics"] if k in final), None)
+            datasets = {records.metric_prefix(split): dataset for dataset, split, _ in plan["datasets"]}
+            uri = logged_models.log_model(**plan["model"], datasets=datasets, timestamp=stamp)
             mlflow.set_tag(T.MODEL_URI, uri)
     # end_run just marked it FINISHED now; the caller sets the recorded status and end time
 

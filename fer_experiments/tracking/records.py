@@ -10,6 +10,11 @@ def param_value(value) -> str:
     return "none" if value is None else str(value)
 
 
+def metric_prefix(split: str) -> str:
+    """How a split's figures are named: "validation_…" (Keras's per-epoch val_accuracy keeps its own), "test_…"."""
+    return "validation" if split == "val" else split
+
+
 def dataset_record(ds) -> dict:
     """`data/dataset.json`: what was trained on, with per-split class counts."""
     return {"name": ds.name, "kind": ds.kind, "source": ds.source, "digest": ds.digest, "synthetic": ds.synthetic,

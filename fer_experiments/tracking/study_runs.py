@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.entities import Metric
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from . import tags as T
 
@@ -22,8 +24,9 @@ from . import tags as T
 class StudyRecords:
     """A study's parent and trial runs, through the client (several processes share them)."""
 
-    def create_parent(self, experiment: str, study_name: str, tags: dict, params: dict) -> str:
-        """The study's parent: the run `mlflow run` created (MLFLOW_RUN_ID), else a new one."""
+    def create_parent(self, experiment: str, study_name: str, tags: dict, params: dict, description: str = "") -> str:
+        """The study's parent: the run `mlflow run` created (MLFLOW_RUN_ID), else a new one, with
+        `description` as its note."""
         client = mlflow.MlflowClient()
         run_id = os.environ.get("MLFLOW_RUN_ID")
         if not run_id:
@@ -31,7 +34,7 @@ class StudyRecords:
             exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
             run_id = client.create_run(exp_id, run_name=f"study-{study_name}").info.run_id
         client.set_tag(run_id, "mlflow.runName", f"study-{study_name}")
-        for key, value in tags.items():
+        for key, value in {**tags, **({MLFLOW_RUN_NOTE: description} if description else {})}.items():
             client.set_tag(run_id, key, str(value))
         existing = client.get_run(run_id).data.params
         for key, value in params.items():
@@ -88,12 +91,12 @@ class StudyRecords:
             table.write_text(trials_csv)
             client.log_artifact(parent_run_id, str(table), "study")
             for name, fig in figures.items():
-                client.log_figure(parent_run_id, fig, f"study/{name}.png")
+                client.log_figure(parent_run_id, fig, f"study/{name}.png", save_kwargs={"bbox_inches": "tight"})
                 plt.close(fig)
         uri = ""
         if best_trial is not None:
             best_run = best_trial.user_attrs.get("mlflow_run_id", "")
-            client.log_metric(parent_run_id, "best_val_accuracy", best_trial.value)
+            self._carry_figures(parent_run_id, best_trial)
             client.set_tag(parent_run_id, "best_trial", str(best_trial.number))
             client.set_tag(parent_run_id, "best_run_id", best_run)
             client.set_tag(parent_run_id, "best_model_uri", best_trial.user_attrs.get("model_uri", ""))
@@ -113,8 +116,31 @@ class StudyRecords:
             client.set_terminated(parent_run_id, "FINISHED")
         return uri
 
+    @staticmethod
+    def _carry_figures(parent_run_id: str, best_trial) -> None:
+        """The best trial's model's figures on the parent (the same metric names as every run, so the
+        study's row in the runs table shows its champion's accuracy); its objective value where the
+        trial's model cannot be read (another store)."""
+        client = mlflow.MlflowClient()
+        uri = best_trial.user_attrs.get("model_uri", "")
+        try:
+            figures = {m.key: m.value for m in client.get_logged_model(uri.removeprefix("models:/")).metrics}
+        except mlflow.exceptions.MlflowException:
+            figures = {}
+        figures.setdefault("validation_accuracy", best_trial.value)
+        client.log_batch(parent_run_id, metrics=[Metric(k, v, int(time.time() * 1000), 0) for k, v in figures.items()])
+
     def register_champion(self, name: str, model_uri: str, run_id: str) -> str:
-        """The model registered under `name` with the alias `champion` moved to it: models:/<name>@champion."""
+        """The model registered under `name` with the alias `champion` moved to it: models:/<name>@champion.
+        A champion already registered from that model (a finished study run again) is not registered twice."""
+        client = mlflow.MlflowClient()
+        try:
+            current = client.get_model_version_by_alias(name, "champion")
+        except mlflow.exceptions.MlflowException:  # no such model or alias yet
+            current = None
+        model_id = model_uri.removeprefix("models:/")
+        if current is not None and (current.model_id == model_id or current.source in (model_uri, model_id)):
+            return f"models:/{name}@champion"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             version = mlflow.register_model(model_uri, name)

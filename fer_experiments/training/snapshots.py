@@ -65,4 +65,4 @@ class PredictionSnapshots(keras.callbacks.Callback):
         probs = np.asarray(self.model.predict(self.x, batch_size=len(self.x), verbose=0))
         right = int((probs.argmax(axis=1) == self.y).sum())
         self.sink(sheet(self.x, self.y, probs, f"epoch {epoch + 1}: {right}/{len(self.y)} validation faces right"),
-                  key=KEY, step=epoch)
+                  key=KEY, step=epoch + 1)  # the step is the epoch's number, as in the heading
