@@ -71,5 +71,6 @@ def run_recipe(text: str, data: str, *, seed: int = 42) -> dict:
         "minutes_to_65": reached["test_accuracy"], "minutes_to_65_tta": reached["test_tta_accuracy"],
         "clock_tta": clock.tta, "test_trace": clock.trace,
         "run_id": result.run_id, "model_uri": result.model_uri,
-        "command": f"mlflow run . --env-manager local -P preset={preset} -P data={data} {extra}".strip(),
+        "command": (f"mlflow run . --env-manager local --experiment-name fer2013 -P preset={preset} -P data={data} "
+                    f"{extra}").strip(),
     }

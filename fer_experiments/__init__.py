@@ -11,6 +11,7 @@ tensorflow-cpu). On CPU TensorFlow stays the default, being the faster one there
 "Accelerators": `python -m benchmarks.run --part backends`). Set KERAS_BACKEND to choose yourself.
 """
 import importlib.util
+import logging
 import os
 
 CUDA_JAX_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin")
@@ -22,3 +23,21 @@ def _has_cuda_jax() -> bool:
 
 if "KERAS_BACKEND" not in os.environ and _has_cuda_jax():
     os.environ["KERAS_BACKEND"] = "jax"
+
+
+def _quiet_libraries() -> None:
+    """TensorFlow's C++ start-up lines ("This TensorFlow binary is optimized…", absl's "All log
+    messages before absl::InitializeLog()…"), its Python warnings ("… triggered tf.function
+    retracing") and MLflow's four lines per run about its system-metrics thread tell a researcher
+    nothing: hidden unless FER_DEBUG=1; errors still show, and a TF_CPP_MIN_LOG_LEVEL of your own
+    wins. Here because this runs before anything in the package imports TensorFlow (`fer-exp`,
+    `python -m fer_experiments`, MLproject's entry points), and the C++ level is read once, when
+    TensorFlow loads."""
+    if os.environ.get("FER_DEBUG"):
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # 2: errors only
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # tf_logging's logger: the retracing warning
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # its metrics are still recorded
+
+
+_quiet_libraries()

@@ -19,46 +19,64 @@ from .errors import UserError
 EXPERIMENTS_DIR = Path(os.environ.get("FER_EXPERIMENTS_DIR", Path(__file__).resolve().parent.parent / "experiments"))
 
 
+# The fixed sets of values a setting may take: `TrainConfig.validate` checks them and `--help` lists them.
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 JIT_CHOICES = ("auto", "true", "false")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+CLASS_WEIGHTS = ("none", "balanced")
+SCHEDULES = ("plateau", "cosine", "onecycle", "constant")
+# The model registry's names (`models.list_models()`) as plain data, so that `fer-exp train --help`
+# lists them without importing Keras (seconds); tests/test_console.py checks the two are equal.
+MODEL_NAMES = ("custom", "custom_aug", "fer_compact", "fer_vgg", "resnet50", "vgg16")
 
 
 class ConfigError(UserError):
     """A setting the user gave is wrong; the message is one line naming it and the fix."""
 
 
+def setting(default, help: str, choices: tuple[str, ...] = ()):
+    """A TrainConfig field with what it does (the `--help` of its option) and, where it takes one of
+    a fixed set of values, that set (checked by `validate`, listed by `help_text`)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclass
 class TrainConfig:
-    model: str = "custom_aug"
-    data: str = "synthetic"          # folder, fer2013.csv(.gz), "synthetic" or "synthetic:N"
-    epochs: int = 30
-    batch_size: int = 64
-    optimizer: str = "adam"          # adam | adamw | sgd (Nesterov momentum 0.9)
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0        # only used by adamw / sgd
-    dropout: float = 0.3
-    aug_strength: float | None = None  # None → the model's default (custom 0, custom_aug 0.5)
-    erasing: bool = False            # random erasing, scaled by aug_strength
-    crop: int = 0                    # >0: train on random crop×crop windows, predict on the centre one (e.g. 40)
-    label_smoothing: float = 0.0     # cross-entropy label smoothing
-    mixup: float = 0.0               # >0: mixup with Beta(mixup, mixup) weights (e.g. 0.2); 0 = off
-    unfreeze: int = 0                # top backbone blocks trainable (transfer models only)
-    weights: str = "imagenet"        # imagenet | none | path to a local weights file
-    image_size: int | None = None    # backbone input size (transfer models); None → model default
-    val_fraction: float = 0.1        # validation carved from train when the data has no validation split
-    class_weight: str = "none"       # none | balanced (FER-2013 is imbalanced: disgust is 1.5 % of train)
-    schedule: str = "plateau"        # plateau (ReduceLROnPlateau) | cosine | onecycle | constant
-    warmup_epochs: int = 0           # linear warm-up from lr/25 (cosine); onecycle always warms up 30 %
-    patience: int = 8                # EarlyStopping on val_accuracy, best weights restored (0 = off)
-    lr_patience: int = 3             # ReduceLROnPlateau on val_accuracy (schedule=plateau)
-    lr_factor: float = 0.5
-    seed: int = 42
-    limit: int = 0                   # >0: keep at most this many images per split (smoke runs)
-    register: str = ""               # non-empty: register the logged model under this name
-    precision: str = "auto"          # auto | float32 | mixed_bfloat16 | mixed_float16 (auto: bf16 where native)
-    jit_compile: str = "auto"        # auto | true | false: XLA-compile the step (auto: Keras's per-device rule)
-    devices: int = 0                 # data-parallel devices (JAX backend); 0 = every accelerator where several, else 1
-    diagnostics: bool = True         # end-of-run extras: TTA accuracies, Grad-CAM grids, architecture diagram
+    # Each setting's text is what `fer-exp train --help` says of it; a field with choices is checked against them.
+    model: str = setting("custom_aug", f"registered architecture: {' | '.join(MODEL_NAMES)}")
+    data: str = setting("synthetic", "FER-2013 folder (train/, test/), fer2013.csv(.gz), 'synthetic' or 'synthetic:N'")
+    epochs: int = setting(30, "most epochs to train (early stopping may end sooner)")
+    batch_size: int = setting(64, "images per training step (the global batch, over all devices)")
+    optimizer: str = setting("adam", "optimizer (sgd: Nesterov momentum 0.9)", OPTIMIZERS)
+    learning_rate: float = setting(1e-3, "learning rate (the peak of the cosine / onecycle schedules)")
+    weight_decay: float = setting(0.0, "weight decay, used by adamw / sgd only")
+    dropout: float = setting(0.3, "dropout rate of the model's dropout layers")
+    aug_strength: float | None = setting(None, "0..1, one knob for all augmentations; 0.5 = the notebook's "
+                                         "ImageDataGenerator; none = the model's default (custom 0, custom_aug 0.5)")
+    erasing: bool = setting(False, "random erasing, scaled by aug_strength")
+    crop: int = setting(0, ">0: train on random crop×crop windows, predict on the centre one (e.g. 40); 0 = off")
+    label_smoothing: float = setting(0.0, "cross-entropy label smoothing, e.g. 0.1; 0 = off")
+    mixup: float = setting(0.0, ">0: mixup with Beta(mixup, mixup) weights (e.g. 0.2); 0 = off")
+    unfreeze: int = setting(0, "top backbone blocks to fine-tune (transfer models); 0 = frozen feature extractor")
+    weights: str = setting("imagenet", "transfer models: imagenet | none (from scratch) | path to a local weights file")
+    image_size: int | None = setting(None, "backbone input size (transfer models); none = the model's default")
+    val_fraction: float = setting(0.1, "validation carved from train when the data has no validation split")
+    class_weight: str = setting("none", "loss weight per class (balanced: FER-2013 is imbalanced, disgust is "
+                                "1.5 % of train)", CLASS_WEIGHTS)
+    schedule: str = setting("plateau", "learning-rate schedule (plateau: ReduceLROnPlateau)", SCHEDULES)
+    warmup_epochs: int = setting(0, "linear warm-up from lr/25 (cosine); onecycle always warms up 30 %")
+    patience: int = setting(8, "early stopping: epochs without a better val_accuracy, then the best epoch's "
+                            "weights are restored (0 = off)")
+    lr_patience: int = setting(3, "epochs without a better val_accuracy before the rate is cut (schedule=plateau)")
+    lr_factor: float = setting(0.5, "factor the rate is cut by (schedule=plateau)")
+    seed: int = setting(42, "random seed: validation split, initial weights, augmentation, shuffling")
+    limit: int = setting(0, "keep at most N images per split (smoke runs); 0 = all")
+    register: str = setting("", "non-empty: register the logged model under this name")
+    precision: str = setting("auto", "compute precision (auto: bf16 where native)", PRECISIONS)
+    jit_compile: str = setting("auto", "XLA-compile the step (auto: Keras's per-device rule)", JIT_CHOICES)
+    devices: int = setting(0, "data-parallel devices (JAX backend); 0 = every accelerator where several, else 1")
+    diagnostics: bool = setting(True, "end-of-run extras: TTA accuracies, Grad-CAM grids, architecture diagram "
+                                "(false: quicker runs)")
 
     def validate(self) -> TrainConfig:
         from . import models  # registry lookups only (imports Keras)
@@ -78,8 +96,6 @@ class TrainConfig:
              f"must be in 0..{len(spec.blocks)} for {self.model}"),
             (self.image_size is None or self.image_size >= 32, "image_size", "must be >= 32"),
             (0 < self.val_fraction < 1, "val_fraction", "must be in (0, 1), e.g. 0.1"),
-            (self.optimizer in ("adam", "adamw", "sgd"), "optimizer", "must be adam, adamw or sgd"),
-            (self.class_weight in ("none", "balanced"), "class_weight", "must be none or balanced"),
             (self.patience >= 0 and self.lr_patience >= 1, "patience", "must be >= 0 (0 = no early stopping); "
              "lr_patience >= 1"),
             (self.crop == 0 or 24 <= self.crop < models.INPUT_SHAPE[0], "crop",
@@ -89,14 +105,12 @@ class TrainConfig:
              f"({', '.join(n for n in models.list_models() if models.get_spec(n).takes('input_size'))})"),
             (0 <= self.label_smoothing < 1, "label_smoothing", "must be in [0, 1), e.g. 0.1"),
             (0 <= self.mixup <= 10, "mixup", "must be in [0, 10] (the Beta(α, α) α; 0 = off), e.g. 0.2"),
-            (self.schedule in ("plateau", "cosine", "onecycle", "constant"), "schedule",
-             "must be plateau, cosine, onecycle or constant"),
             (0 <= self.warmup_epochs < self.epochs, "warmup_epochs", "must be in [0, epochs)"),
             (0 < self.lr_factor < 1, "lr_factor", "must be in (0, 1)"),
             (self.limit >= 0, "limit", "must be >= 0 (0 = no limit)"),
-            (self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}"),
-            (self.jit_compile in JIT_CHOICES, "jit_compile", f"must be one of {', '.join(JIT_CHOICES)}"),
             (self.devices >= 0, "devices", "must be >= 0 (0 = every accelerator where there are several)"),
+            *((getattr(self, f.name) in f.metadata["choices"], f.name, f"must be one of {', '.join(f.metadata['choices'])}")
+              for f in fields(self) if f.metadata.get("choices")),
         ]
         for ok, key, why in checks:
             if not ok:
@@ -121,6 +135,14 @@ class TrainConfig:
 
 
 FIELD_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+
+
+def help_text(key: str) -> str:
+    """What setting `key` does, with its choices where it has a fixed set: its option's `--help`."""
+    meta = next(f.metadata for f in fields(TrainConfig) if f.name == key)
+    return meta["help"] + (f"; one of {' | '.join(meta['choices'])}" if meta["choices"] else "")
+
+
 BASE = "base"  # a preset key: the preset this one changes (its settings first, then these on top)
 # Chosen per run, never by a recipe (and declared in MLproject, whose logged values must stay true).
 RUN_LEVEL = {"data", "seed"}

@@ -147,7 +147,7 @@ def test_mlflow_run_end_to_end(store):
     assert run.data.params["model"] == "custom" and run.data.params["epochs"] == "1"
     assert run.data.params["optimizer"] == "adam" and run.data.params["aug_strength"] == "0.0"
     client = mlflow.MlflowClient()
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_accuracy")] == [1]  # epoch 1, as Keras prints it
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_accuracy")] == [1]
     assert run.data.tags["fer.model_uri"].startswith("models:/")
     # bad input through mlflow run: the run MLflow created ends FAILED, never RUNNING
     bad = _mlflow_run(store, "model=alexnet", f"data={SMALL_DATA}", experiment="e2e-bad")

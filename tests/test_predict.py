@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import keras
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -198,3 +199,25 @@ def test_an_image_past_the_pixel_limit_is_an_error_row_before_decoding(images, m
     assert "megapixel limit" in rows["bomb.png"]["error"]
     assert "10000x8000 (80 megapixels), over the 50-megapixel limit" in rows["wide.png"]["error"]
     assert "predict: 3 images, 1 faces, 0 without a face, 2 unreadable" in result.stderr
+
+
+def test_a_model_trained_on_synthetic_faces_is_said_to_be_once(store, images, model_file, tmp_path):
+    """A logged model is traced to the run that logged it (its `fer.synthetic` tag); a .keras file names
+    no run and gets no warning. `explain` loads models the same way."""
+    crop = images[0] / "crop.png"
+    uris = {}
+    for synthetic in ("true", "false"):
+        with mlflow.start_run(tags={"fer.synthetic": synthetic, "fer.dataset": "synthetic-fer-s0-n1200"}) as run:
+            # no requirements to infer: MLflow would load the model in a subprocess for them (seconds)
+            uris[synthetic] = mlflow.keras.log_model(model_file[0], name="m", pip_requirements=[]).model_uri
+        uris[f"runs-{synthetic}"] = f"runs:/{run.info.run_id}/m"
+    warning = "warning: this model was trained on SYNTHETIC faces (synthetic-fer-s0-n1200, run "
+    for uri in (uris["true"], uris["runs-true"]):
+        result = invoke(crop, "--model", uri)
+        assert result.exit_code == 0 and result.stderr.count(warning) == 1, result.stderr
+        assert "its predictions on real photos mean nothing" in result.stderr and warning not in result.stdout
+    for model in (uris["false"], model_file[1]):
+        assert "SYNTHETIC" not in invoke(crop, "--model", model).stderr
+    explained = CliRunner().invoke(main, ["explain", str(crop), "--model", uris["true"], "--out", str(tmp_path / "x")],
+                                   catch_exceptions=False)
+    assert explained.exit_code == 0 and explained.stderr.count(warning) == 1, explained.output

@@ -12,6 +12,7 @@ from conftest import all_runs
 from fer_experiments import data as fer_data
 from fer_experiments.cli import main
 from fer_experiments.data.synthetic import MARKER
+from fer_experiments.evaluation import report
 from fer_experiments.training import train
 
 
@@ -43,11 +44,19 @@ def test_report_rows_match_the_runs_and_keep_synthetic_apart(store, small_cfg, t
             assert row["test_tta_flip_accuracy"] == pytest.approx(metrics["test_tta_flip_accuracy"])
         else:
             assert pd.isna(row["test_tta_flip_accuracy"])  # a run without diagnostics: empty, never made up
-        assert str(row["total_params"]) == client.get_run(row["run_id"]).data.params["total_params"]
+        run = client.get_run(row["run_id"])
+        assert str(row["total_params"]) == run.data.params["total_params"]
+        # what the run really used: images per split, the limit; no ImageNet weights for nets without a backbone
+        assert [row[k] for k in ("n_train", "n_val", "n_test")] == [int(run.data.params[k]) for k in ("n_train", "n_val",
+                                                                                                   "n_test")]
+        assert row["limit"] == 300 and pd.isna(row["weights"]) and pd.isna(row["unfreeze"])
+        assert row["learned_nothing"] == (run.data.tags["fer.learned_nothing"] == "true")
         assert row["minutes"] > 0
     assert list(synthetic["validation_accuracy"]) == sorted(synthetic["validation_accuracy"], reverse=True)
     text = (out / "report.md").read_text()
     assert "SYNTHETIC" in text and "real data" in text and runs[0].run_id[:8] in text
+    sizes = synthetic.set_index("run_id").loc[runs[0].run_id, ["n_train", "n_val", "n_test"]]
+    assert "(SYNTHETIC)" in text and "/".join(map(str, sizes)) in text and "imagenet" not in text
     for name in ("accuracy", "recall", "confusion"):
         assert (out / f"{name}_synthetic.png").stat().st_size > 5000
     report_runs = [r for r in all_runs([exp]) if r.data.tags.get("fer.run_kind") == "report"]
@@ -63,3 +72,44 @@ def test_report_on_a_missing_experiment_is_one_line(store):
     result = CliRunner().invoke(main, ["report", "--experiment", "nope"])
     ours = [line for line in result.output.splitlines() if " INFO mlflow" not in line]  # MLflow creating the db
     assert result.exit_code == 2 and len(ours) == 1 and ours[0].startswith("error:") and "does not exist" in ours[0]
+
+
+def finished_runs(rows: list[dict]) -> pd.DataFrame:
+    """MLflow's runs table as `search_runs` gives it (params and tags are strings), for the rows given."""
+    runs = pd.DataFrame(rows)
+    runs["start_time"] = pd.Timestamp("2026-12-01 10:00", tz="UTC")
+    runs["end_time"] = runs["start_time"] + pd.Timedelta(minutes=3)
+    return runs
+
+
+class RunsOnly:
+    def __init__(self, runs):
+        self.runs = runs
+
+    def finished_runs(self, experiment):
+        return self.runs
+
+
+def test_report_shows_what_each_run_used_and_weights_only_for_backbones():
+    common = {"tags.fer.synthetic": "true", "params.dataset": "synthetic-fer-s0-n1200", "params.weights": "imagenet",
+              "params.n_val": "96", "params.n_test": "240"}
+    runs = finished_runs([
+        {**common, "run_id": "a" * 32, "tags.fer.model": "custom", "tags.fer.init": "from scratch",
+         "tags.fer.learned_nothing": "true", "params.model": "custom", "params.unfreeze": "0", "params.image_size": "none",
+         "params.limit": "300", "params.n_train": "300", "metrics.validation_accuracy": 0.25},
+        {**common, "run_id": "b" * 32, "tags.fer.model": "resnet50", "tags.fer.init": "imagenet",
+         "tags.fer.learned_nothing": "false", "params.model": "resnet50", "params.unfreeze": "2",
+         "params.image_size": "96", "params.limit": "0", "params.n_train": "864", "metrics.validation_accuracy": 0.6},
+    ])
+    table = report.collect("x", tracker=RunsOnly(runs)).set_index("model")
+    # The seed CNN (the registry gives it no backbone blocks) has no ImageNet weights, whatever its params say.
+    assert pd.isna(table.loc["custom", "weights"]) and pd.isna(table.loc["custom", "unfreeze"])
+    assert table.loc["resnet50", "weights"] == "imagenet" and table.loc["resnet50", "unfreeze"] == "2"
+    assert table.loc["custom", "limit"] == 300 and pd.isna(table.loc["resnet50", "limit"])  # 0 = not limited
+    assert table.loc["custom", "n_train"] == 300 and table.loc["custom", "learned_nothing"]
+    lines = report.markdown(table.reset_index(), "x").splitlines()
+    header = [c.strip() for c in lines[4].split("|")]
+    custom = dict(zip(header, (c.strip() for c in next(line for line in lines if "aaaaaaaa" in line).split("|"))))
+    assert custom["weights"] == "–" and custom["limit"] == "300" and custom["images (train/val/test)"] == "300/96/240"
+    assert custom["dataset"] == "synthetic-fer-s0-n1200 (SYNTHETIC)" and custom["learned_nothing"] == "YES"
+    assert "nan" not in "\n".join(lines)

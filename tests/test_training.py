@@ -34,7 +34,7 @@ def test_two_epoch_run_records_everything(store, small_cfg):
     assert run.data.tags["fer.synthetic"] == "true" and "synthetic" in run.info.run_name
     for key in EPOCH_METRICS:
         steps = [m.step for m in client.get_metric_history(result.run_id, f"epoch/{key}")]
-        assert steps == [0, 1], key
+        assert steps == [1, 2], key
     params = run.data.params
     assert params["model"] == "custom_aug" and params["aug_strength"] == "0.5"
     assert params["aug_rotation_deg"] == "20.0" and params["aug_zoom"] == "0.15"
@@ -110,6 +110,8 @@ def test_learning_is_real(store):
     majority = float(np.bincount(ds.splits["val"].y).max() / len(ds.splits["val"].y))
     assert result.metrics["best_val_accuracy"] > majority + 0.25, (result.metrics["best_val_accuracy"], majority)
     assert result.metrics["test_accuracy"] > majority + 0.2
+    # ... and is not tagged as having learned nothing (recorded with verbose=0, as Optuna trials run)
+    assert mlflow.MlflowClient().get_run(result.run_id).data.tags["fer.learned_nothing"] == "false"
 
 
 KILL_AFTER_FIRST_EPOCH = textwrap.dedent("""
@@ -143,13 +145,13 @@ def test_killed_run_resumes_in_the_same_mlflow_run(store, tmp_path):
     run, env = run_and_kill(tmp_path, KILL_AFTER_FIRST_EPOCH)
     assert run.info.status == "RUNNING"  # SIGKILL leaves no chance to end it: that is what resume is for
     client = mlflow.MlflowClient()
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_accuracy")] == [0]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_accuracy")] == [1]
     out = subprocess.run([sys.executable, "-m", "fer_experiments.cli", "train", "--resume", run.info.run_id],
                          env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     (again,) = all_runs()
     assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_accuracy")] == [0, 1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_accuracy")] == [1, 2, 3]
     assert again.data.metrics["epochs_run"] == 3
 
 

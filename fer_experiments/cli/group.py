@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import sys
 
 import click
 
@@ -43,11 +44,10 @@ def store_problem(exc: BaseException) -> str:
 def is_user_error(exc: BaseException) -> bool:
     if isinstance(exc, UserError) or store_problem(exc):
         return True
-    try:
-        from mlflow.exceptions import MlflowException  # e.g. a models:/ URI that names nothing
-    except ImportError:  # a machine without MLflow (file-only runs)
-        return False
-    return isinstance(exc, MlflowException) and exc.error_code in MLFLOW_USER_ERRORS
+    # An MlflowException (e.g. a models:/ URI that names nothing) exists only where MLflow was imported:
+    # importing it here (seconds) would slow `train --help`, whose exit passes through here too.
+    found = sys.modules.get("mlflow.exceptions")
+    return found is not None and isinstance(exc, found.MlflowException) and exc.error_code in MLFLOW_USER_ERRORS
 
 
 def normalize(token: str) -> str:
@@ -79,17 +79,13 @@ class FerGroup(click.Group):
 
 
 class Option(click.Option):
-    """An option whose older spellings (`aliases`) are still accepted but not shown, and whose help
-    may be a function, computed when help is shown (listing the models imports Keras, which
-    `fer-exp --help` and commands that need no model should not pay for)."""
+    """An option whose older spellings (`aliases`) are still accepted but not shown."""
 
-    def __init__(self, param_decls, *, aliases=(), help=None, **kwargs):
+    def __init__(self, param_decls, *, aliases=(), **kwargs):
         self.shown = [d for d in param_decls if d.startswith("-")]
         super().__init__([*param_decls, *aliases], **kwargs)
-        self._help = help
 
     def get_help_record(self, ctx):
-        self.help = self._help() if callable(self._help) else self._help
         opts, self.opts = self.opts, [o for o in self.opts if o in self.shown]
         try:
             return super().get_help_record(ctx)
@@ -101,36 +97,19 @@ def option(*decls, **kwargs):
     return click.option(*decls, cls=Option, **kwargs)
 
 
-def _model_names() -> str:
-    from .. import models  # imports Keras
-
-    return ", ".join(models.list_models())
-
-
-HELPS = {
-    "model": lambda: f"registered architecture: {_model_names()}",
-    "data": "FER-2013 folder (train/, test/), fer2013.csv(.gz), 'synthetic' or 'synthetic:N'",
-    "aug_strength": "0..1, one knob for all augmentations; 0.5 = the notebook's ImageDataGenerator",
-    "unfreeze": "top backbone blocks to fine-tune (transfer models); 0 = frozen feature extractor",
-    "weights": "transfer models: imagenet | none | path to a local weights file",
-    "limit": "keep at most N images per split (smoke runs); 0 = all",
-    "diagnostics": "end-of-run extras: TTA accuracies, Grad-CAM grids, architecture diagram (false: quicker runs)",
-}
-
-
 def config_options(defaults: dict | None = None):
-    """One option per TrainConfig field (`--batch-size`, …); None = not given, so a preset (and
-    `defaults`, e.g. tune's epochs per trial) can fill it. Shown defaults are TrainConfig's."""
+    """One option per TrainConfig field (`--batch-size`, …) with the field's help and choices
+    (`config.help_text`: no Keras import, so `train --help` is quick); None = not given, so a preset
+    (and `defaults`, e.g. tune's epochs per trial) can fill it. Shown defaults are TrainConfig's."""
     shown = {f.name: getattr(cfgmod.TrainConfig(), f.name) for f in dataclasses.fields(cfgmod.TrainConfig)}
     shown.update(defaults or {})
 
     def decorate(fn):
         for f in reversed(dataclasses.fields(cfgmod.TrainConfig)):
             default = shown[f.name]
-            text = HELPS.get(f.name, f.name.replace("_", " "))
             suffix = f" [default: {default if default is not None else 'model default'}]"
             fn = option(f"--{f.name.replace('_', '-')}", f.name, default=None, metavar=f.type.split(" ")[0].upper(),
-                        help=lambda t=text, x=suffix: (t() if callable(t) else t) + x)(fn)
+                        help=cfgmod.help_text(f.name) + suffix)(fn)
         return fn
     return decorate
 

@@ -31,8 +31,25 @@ def train(preset, mlflow_experiment, resume_run_id, run_folder, **options):
     result = training.train(cfg, experiment=mlflow_experiment, resume_run_id=resume_run_id, tracker=tracker,
                             preset=given(preset) or "")
     shown = {k: v for k, v in result.metrics.items() if k.endswith(("accuracy", "macro_f1"))}
-    click.echo(f"run {result.run_id} finished: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items())))
+    on, verdict = _trained_on(tracker.run_tags(result.run_id), cfg.limit)
+    click.echo(f"run {result.run_id} finished on {on}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))
+               + verdict)
     click.echo(f"model: {result.model_uri}")
+
+
+def _trained_on(tags: dict, limit: int) -> tuple[str, str]:
+    """What the run's figures are figures of, as its tags record it — the data (SYNTHETIC said so), the
+    `limit`, the images per split — and, for a run no better than the majority class, a word to that."""
+    from ..tracking import tags as T
+
+    images = f"{tags[T.IMAGES]} images" if T.IMAGES in tags else ""
+    used = ": ".join(x for x in (f"limit {limit} images per split" if limit else "", images) if x)
+    if tags.get(T.SYNTHETIC) == "true":
+        on = f"SYNTHETIC faces ({tags.get(T.DATASET)}, not FER-2013{'; ' + used if used else ''})"
+    else:
+        on = f"{tags.get(T.DATASET)}{f' ({used})' if used else ''}"
+    nothing = tags.get(T.LEARNED_NOTHING) == "true"
+    return on, " — LEARNED NOTHING: no better than always answering the majority class" if nothing else ""
 
 
 TUNE = study_settings.defaults()

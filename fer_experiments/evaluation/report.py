@@ -21,7 +21,10 @@ from ..tracking import tags as T
 from .curves import plt  # matplotlib with its headless backend selected
 
 PARAMS = ("model", "epochs", "optimizer", "learning_rate", "schedule", "dropout", "aug_strength", "crop",
-          "mixup", "label_smoothing", "unfreeze", "weights", "image_size", "dataset", "total_params", "temperature")
+          "mixup", "label_smoothing", "unfreeze", "weights", "image_size", "dataset", "limit", "n_train", "n_val", "n_test",
+          "total_params", "temperature")
+BACKBONE_ONLY = ("unfreeze", "weights", "image_size")  # knobs of the registry's backbones (with `blocks`) only
+SIZES = ("limit", "n_train", "n_val", "n_test")  # what the run really used: `limit` (0 = none) and images per split
 METRICS = ("epochs_run", "validation_accuracy", "test_accuracy", "test_macro_f1", "test_tta_flip_accuracy",
            "test_tta_tencrop_accuracy", "test_calibration/ece", "test_calibration/ece_calibrated")
 CONFUSION_PANELS = 6  # at most this many confusion matrices side by side (the best by validation)
@@ -40,6 +43,8 @@ def collect(experiment: str, *, include_trials: bool = False, tracker=None) -> p
         "synthetic": runs[f"tags.{T.SYNTHETIC}"].eq("true"),
         **{p: runs.get(f"params.{p}") for p in PARAMS},
         "init": runs.get(f"tags.{T.INIT}"),
+        "learned_nothing": runs.get(f"tags.{T.LEARNED_NOTHING}", pd.Series(index=runs.index, dtype=object)).map(
+            {"true": True, "false": False}),  # None for runs made before the tag
         **{m: runs.get(f"metrics.{m}") for m in METRICS},
         "minutes": (runs["end_time"] - runs["start_time"]).dt.total_seconds() / 60,
         **{f"recall_{c}": _either(runs, f"metrics.test_per_class/recall_{c}", f"metrics.test_recall_{c}") for c in CLASSES},
@@ -48,6 +53,11 @@ def collect(experiment: str, *, include_trials: bool = False, tracker=None) -> p
     backbone = table["model"].map(lambda m: m in models.MODELS and bool(models.get_spec(m).blocks))
     scratch = table["init"].eq("from scratch") & backbone
     table.loc[scratch, "model"] = table.loc[scratch, "model"] + " (from scratch)"
+    # A custom net has no ImageNet weights, blocks to unfreeze or input size to resize to, whatever its params say.
+    table.loc[~backbone, list(BACKBONE_ONLY)] = None
+    for col in SIZES:
+        table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")
+    table["limit"] = table["limit"].where(table["limit"] > 0)  # shown only where the run was limited
     return table.sort_values("validation_accuracy", ascending=False, na_position="last").reset_index(drop=True)
 
 
@@ -59,11 +69,19 @@ def _either(runs: pd.DataFrame, key: str, older: str) -> pd.Series | None:
 
 def markdown(table: pd.DataFrame, title: str) -> str:
     shown = table.drop(columns=[c for c in table if c.startswith("recall_")] + ["synthetic"])
+    # What the run really used: SYNTHETIC data marked in its row, and the images per split in one column.
+    shown["dataset"] = shown["dataset"].where(~table["synthetic"], shown["dataset"].fillna("?") + " (SYNTHETIC)")
+    sizes = shown[["n_train", "n_val", "n_test"]].astype(object).where(shown[["n_train", "n_val", "n_test"]].notna(), "–")
+    shown.insert(shown.columns.get_loc("n_train"), "images (train/val/test)",
+                 sizes.astype(str).agg("/".join, axis=1).where(shown["n_train"].notna()))
+    shown = shown.drop(columns=["n_train", "n_val", "n_test"])
+    shown["learned_nothing"] = shown["learned_nothing"].map({True: "YES", False: "no"})
     shown = shown.assign(run_id=shown["run_id"].str[:8]).dropna(axis=1, how="all")
     fmt = {c: "{:.4f}".format for c in METRICS[1:] if c in shown}
     fmt["minutes"] = "{:.1f}".format
     for col, f in fmt.items():
         shown[col] = shown[col].map(lambda v, f=f: "–" if pd.isna(v) else f(v))
+    shown = shown.astype(object).where(shown.notna(), "–")  # a blank cell is a dash, never "nan"
     return f"## {title}\n\n{len(shown)} runs, sorted by validation accuracy.\n\n{shown.to_markdown(index=False)}\n"
 
 

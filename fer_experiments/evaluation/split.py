@@ -6,6 +6,7 @@ and `evaluate` record the very same thing.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 
@@ -126,19 +127,24 @@ class SplitEvaluation:
 
 
 def evaluate_split(models, split: str, x: np.ndarray, y: np.ndarray, *, tta: tuple[str, ...] = ("flip",),
-                   names: np.ndarray | None = None, explain: bool = False) -> SplitEvaluation:
+                   names: np.ndarray | None = None, explain: bool = False, step=None) -> SplitEvaluation:
     """Plain evaluation of a model (or the mean of several), plus test-time augmentation accuracies
     (``tta_flip_accuracy``, ``tta_tencrop_accuracy``) logged beside it, never instead of it.
     Each view is predicted once: the plain and flip figures reuse the ten-crop views. `explain`: also
-    the Grad-CAM sample of `SplitEvaluation.explain` (one model only: an ensemble has no one feature map)."""
+    the Grad-CAM sample of `SplitEvaluation.explain` (one model only: an ensemble has no one feature map).
+    `step(label)`: a context manager around each part (the trainer's console lines); None: silent."""
+    step = step or (lambda label: contextlib.nullcontext())
+    name = "validation" if split == "val" else split
     widest = "tencrop" if "tencrop" in tta else "flip" if "flip" in tta else "none"
-    per_view = view_probs(models, x, widest)
-    extra = {f"tta_{kind}_accuracy": float(accuracy_score(y, combine(per_view, kind).argmax(axis=1)))
-             for kind in tta}
+    with step(f"evaluating {name} ({len(y)} images{', TTA ' + ' + '.join(tta) if tta else ''})"):
+        per_view = view_probs(models, x, widest)
+        extra = {f"tta_{kind}_accuracy": float(accuracy_score(y, combine(per_view, kind).argmax(axis=1)))
+                 for kind in tta}
     ev = SplitEvaluation(split=split, y_true=np.asarray(y), probs=combine(per_view, "none"), extra=extra, x=x,
                          names=names)
     if explain:
-        ev.explain(models[0] if isinstance(models, (list, tuple)) else models)
+        with step(f"Grad-CAM on {name}"):
+            ev.explain(models[0] if isinstance(models, (list, tuple)) else models)
     return ev
 
 

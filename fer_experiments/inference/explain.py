@@ -28,7 +28,7 @@ def run(paths, model_uri: str, out_dir: str, *, detector: str = "haar", margin: 
     """The whole command; returns its summary line. Inputs, detector and model are checked first."""
     files = find_images(paths)
     finder = get_detector(detector)
-    model = load_model(model_uri)
+    model = load_model(model_uri, warn_synthetic=True)  # one line on stderr for a synthetic-data model
     explainer = saliency.explainer(model)  # a 48×48 → 7 model from elsewhere: SaliencyError, one line
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,7 @@ def run(paths, model_uri: str, out: str | None = None, *, fmt: str = "jsonl", ma
     model check out."""
     files = find_images(paths)  # before the (slow) model load: a typo fails at once
     face_detector = get_detector(detector)  # likewise an unknown name or a missing package
-    model = load_model(model_uri)
+    model = load_model(model_uri, warn_synthetic=True)  # one line on stderr for a synthetic-data model
     out_dir = Path(annotate_dir) if annotate_dir else None
     with _open_out(out) as out_fh:
         if out_dir:

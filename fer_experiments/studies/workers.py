@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import signal
 import threading
 
@@ -67,6 +68,8 @@ def quiet_optuna():
     """Optuna's verbosity restored on leaving; `hush` (called when a trial is interrupted) stops
     Optuna logging the interrupted trial's traceback, which the one-line message replaces."""
     level = optuna.logging.get_verbosity()
+    if not os.environ.get("FER_DEBUG"):  # our own line per trial says what Optuna's INFO lines would
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         yield
     finally:

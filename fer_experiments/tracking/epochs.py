@@ -1,6 +1,6 @@
 """Per-epoch metrics for any tracker (no MLflow here): Keras's logs plus learning rate, seconds and
-images/s, as ``epoch/<name>`` with step = the epoch's number as Keras prints it (1 = the first). MLflow's run page groups charts by the part before
-"/" and shows the ``epoch`` group first, so the training curves lead and the final values follow."""
+images/s, as ``epoch/<name>`` with step = the epoch's number as Keras prints it (1 = the first).
+MLflow's run page groups charts by the part before "/"."""
 from __future__ import annotations
 
 import time

@@ -94,6 +94,7 @@ class MlflowTracker(StudyRecords, OutputRecords):
         self.run_id = ""
         self._finals: set[str] = set()  # end-of-run metrics a resumed run had logged before it was killed
         self._final_ts = 0  # one timestamp for every final value, so the model's copies are the same entries
+        self._datasets: dict = {}  # metric prefix (validation, test) → the run's MLflow dataset of that split
 
     # -- the run ------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -119,7 +120,7 @@ class MlflowTracker(StudyRecords, OutputRecords):
             with ending(mlflow.end_run):
                 yield self.run_id
         finally:
-            self.run_id, self._finals, self._final_ts = "", set(), 0
+            self.run_id, self._finals, self._final_ts, self._datasets = "", set(), 0, {}
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
@@ -182,6 +183,7 @@ class MlflowTracker(StudyRecords, OutputRecords):
                 dataset = mlflow.data.from_numpy(part.x, targets=part.y, source=ds.source,
                                                  name=f"{ds.name}-{split}", digest=f"{ds.digest}-{split}"[:36])
             mlflow.log_input(dataset, context=split, tags=records.input_tags(counts[split], ds.synthetic))
+            self._datasets[records.metric_prefix(split)] = dataset  # what the model's figures were measured on
         mlflow.log_dict(records.dataset_record(ds), "data/dataset.json")
         self.log_params(records.dataset_params(ds))
 
@@ -217,11 +219,13 @@ class MlflowTracker(StudyRecords, OutputRecords):
         mlflow.log_text(json.dumps(all_metrics, indent=1, sort_keys=True), "evaluation/metrics.json")
 
     def log_model(self, model: keras.Model, x_example, *, file_stem: str, register: str = "", name: str = "model",
-                  metrics: dict | None = None, plain: keras.Model | None = None, diagram: bool = True) -> str:
+                  metrics: dict | None = None, plain: keras.Model | None = None, diagram: bool = True,
+                  copies: bool = True) -> str:
         if self._finals:  # a resumed run may have been killed while logging its model: one model per run
             logged_models.delete_run_models(self.run_id)
         return logged_models.log_model(model, x_example, file_stem=file_stem, register=register, name=name,
-                                       metrics=metrics, timestamp=self._final_ts or None, plain=plain, diagram=diagram)
+                                       metrics=metrics, datasets=self._datasets, timestamp=self._final_ts or None,
+                                       plain=plain, diagram=diagram, copies=copies)
 
     def set_tag(self, key: str, value: str) -> None:
         mlflow.set_tag(key, value)
@@ -257,6 +261,11 @@ class MlflowTracker(StudyRecords, OutputRecords):
         if uri.startswith(("models:/", "runs:/")):
             reachable()
         return logged_models.load_model(uri)
+
+    @staticmethod
+    def model_source(uri: str) -> tuple[str, dict]:
+        """The run that logged the model at `uri` and its tags (`fer.synthetic` …): ("", {}) if none is known."""
+        return logged_models.source_run_tags(uri)
 
     @staticmethod
     def tracking_uri() -> str:

@@ -15,6 +15,10 @@ EXPORT_FORMAT = "fer.export_format"
 EXPORTED_MODEL = "fer.exported_model"
 REPORT_RUNS = "fer.report_runs"        # how many runs a report compared
 IMPORTED_FROM = "fer.imported_from"    # the file-only run folder an imported run came from
+LEARNED_NOTHING = "fer.learned_nothing"  # "true" | "false": test (else validation) accuracy no better than the
+                                         # majority-class rate by more than evaluation.baseline's margin
+VS_MAJORITY = "fer.vs_majority"        # that comparison in words: accuracy, majority rate and class, margin, images
+IMAGES = "fer.images"                  # images per split the run really used, e.g. "train 3000, val 2871, test 3000"
 
 STUDY_NAME = "optuna.study_name"
 SAMPLER = "optuna.sampler"

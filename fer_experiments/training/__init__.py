@@ -4,6 +4,7 @@
 - `build`: network + augmenter, optimizer and schedule, loss, class weights, run name and description;
 - `resume`: early stopping and learning-rate plateaus whose state survives a killed run;
 - `snapshots`: the per-epoch image of fixed validation faces and their predictions;
+- `progress`: the console line, with its seconds, of each step of the end-of-run work;
 - `precision`: float32 or mixed precision, chosen per machine; `devices`: backend, devices, data parallelism.
 
 `train`, `TrainResult` and the `build` functions are importable from here; they are loaded on first

@@ -12,6 +12,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from .. import augment, models
 from .. import data as fer_data
 from ..config import TrainConfig
+from ..evaluation.baseline import images_per_split
 from .precision import dtype_policy
 
 
@@ -122,18 +123,22 @@ def initialisation(cfg: TrainConfig) -> str:
 
 
 def run_name(cfg: TrainConfig, ds: fer_data.Dataset, preset: str = "", trial: str = "") -> str:
-    """What the run is, at a glance in the runs list: [trial-<n>-]<preset or model>[-from-scratch]-<data>."""
+    """What the run is, at a glance in the runs list: [trial-<n>-]<preset or model>[-from-scratch][-limit<N>]-<data>,
+    the data last (synthetic data as `synthetic`). The images each split kept are in the note and the
+    `fer.images` tag (a column the runs list can show): in the name they would crowd out the rest."""
     scratch = "-from-scratch" if models.get_spec(cfg.model).blocks and cfg.weights == "none" else ""
-    return f"{f'trial-{trial}-' if trial else ''}{preset or cfg.model}{scratch}-{'synthetic' if ds.synthetic else ds.name}"
+    limit = f"-limit{cfg.limit}" if cfg.limit else ""
+    return f"{f'trial-{trial}-' if trial else ''}{preset or cfg.model}{scratch}{limit}-{'synthetic' if ds.synthetic else ds.name}"
 
 
 def describe(cfg: TrainConfig, ds: fer_data.Dataset, preset: str = "") -> str:
     """The run's description (MLflow's note): what was trained on what, in one paragraph."""
     data = f"SYNTHETIC faces ({ds.name}, not FER-2013)" if ds.synthetic else f"{ds.name}"
+    used = f"{images_per_split(ds)} images" + (f" (limit {cfg.limit} per split)" if cfg.limit else "")
     recipe = f"preset `{preset}`: " if preset else ""
     extras = ", ".join(x for x in (f"{cfg.crop}-px crops" if cfg.crop else "", f"mixup {cfg.mixup}" if cfg.mixup else "",
                                    f"label smoothing {cfg.label_smoothing}" if cfg.label_smoothing else "") if x)
-    return (f"{recipe}`{cfg.model}` ({initialisation(cfg)}) on {data}: up to {cfg.epochs} epochs, {cfg.optimizer} "
+    return (f"{recipe}`{cfg.model}` ({initialisation(cfg)}) on {data}, {used}: up to {cfg.epochs} epochs, {cfg.optimizer} "
             f"lr {cfg.learning_rate} ({cfg.schedule}), augmentation strength {cfg.aug_strength}"
             f"{', ' + extras if extras else ''}, {cfg.precision}. Selected on validation; test is reported only.")
 

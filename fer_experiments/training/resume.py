@@ -39,13 +39,17 @@ class _Persistent:
 
 
 class ResumableEarlyStopping(_Persistent, keras.callbacks.EarlyStopping):
-    """EarlyStopping whose best value, best epoch, wait counter and best weights survive a kill."""
+    """EarlyStopping whose best value, best epoch, wait counter and best weights survive a kill.
+    `announce`: print one line when training ends on it, or ends on weights other than the last
+    epoch's (`summary`), instead of Keras's two (its `verbose`)."""
 
     KEYS = ("best", "best_epoch", "wait")
 
-    def __init__(self, state_dir: str | Path, **kwargs):
+    def __init__(self, state_dir: str | Path, announce: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.state_dir = Path(state_dir)
+        self.announce = announce
+        self.last_epoch = -1
 
     @property
     def _weights_file(self) -> Path:
@@ -59,9 +63,28 @@ class ResumableEarlyStopping(_Persistent, keras.callbacks.EarlyStopping):
 
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
+        self.last_epoch = epoch
         if self.restore_best_weights and self.best_epoch == epoch and self.best_weights is not None:
             _atomic_write(self._weights_file, lambda path: np.savez(path, *self.best_weights), suffix=".npz")
         self._save_state()
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        if self.announce and (line := self.summary()):
+            print(line, flush=True)
+
+    def summary(self) -> str:
+        """E.g. "early stopping after epoch 14: val_accuracy has not improved for 8 epochs; restoring
+        epoch 6's weights (val_accuracy 0.6123)", or "after epoch 30: restoring epoch 26's weights, the best
+        (val_accuracy 0.6123)"; "" where the last epoch was the best."""
+        restoring = (self.restore_best_weights and self.best_weights is not None and self.best is not None
+                     and self.last_epoch >= 0 and (self.stopped_epoch > 0 or self.best_epoch != self.last_epoch))
+        weights = f"epoch {self.best_epoch + 1}'s weights"
+        value = f"({self.monitor} {self.best:.4f})" if restoring else ""
+        if self.stopped_epoch > 0:
+            return (f"early stopping after epoch {self.stopped_epoch + 1}: {self.monitor} has not improved for "
+                    f"{self.wait} epochs" + (f"; restoring {weights} {value}" if restoring else ""))
+        return f"after epoch {self.last_epoch + 1}: restoring {weights}, the best {value}" if restoring else ""
 
 
 class ResumablePlateau(_Persistent, keras.callbacks.ReduceLROnPlateau):

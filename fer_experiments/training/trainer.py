@@ -18,11 +18,11 @@ import pandas as pd
 from .. import augment, models, tracking
 from .. import data as fer_data
 from ..config import ConfigError, TrainConfig
-from ..evaluation import calibration
+from ..evaluation import baseline, calibration
 from ..evaluation.curves import curves_figure
 from ..evaluation.split import calibrate, evaluate_split
 from ..tracking import tags as T
-from . import devices, snapshots
+from . import devices, progress, snapshots
 from .build import (
     build_model,
     class_weights,
@@ -91,14 +91,15 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
                              "batch_per_device": cfg.batch_size // n_devices})
         tracker.log_dataset(ds)
         try:
-            return _train_in_run(cfg, ds, model, aug, run_id, n_devices, parallel, tracker, callbacks, verbose, preset)
+            return _train_in_run(cfg, ds, model, aug, run_id, n_devices, parallel, tracker, callbacks, verbose, preset,
+                                 trial=bool(parent_run_id))
         except Exception:  # the run ends FAILED and is not resumed (--resume refuses it): free the disk
             shutil.rmtree(backup_dir(run_id), ignore_errors=True)
             raise
 
 
 def _train_in_run(cfg: TrainConfig, ds, model, aug, run_id: str, n_devices: int, parallel, tracker, callbacks,
-                  verbose: int, preset: str) -> TrainResult:
+                  verbose: int, preset: str, trial: bool = False) -> TrainResult:
     train_split, val_split = ds.splits["train"], ds.splits["val"]
     steps = -(-len(train_split.y) // cfg.batch_size)
     loss, targets = loss_and_targets(cfg)
@@ -117,7 +118,7 @@ def _train_in_run(cfg: TrainConfig, ds, model, aug, run_id: str, n_devices: int,
             # state (best weights included) is saved each epoch BEFORE the backup below, so a kill
             # between the two can only repeat an epoch, never lose its improvement.
             ResumableEarlyStopping(state, monitor="val_accuracy", patience=cfg.patience or cfg.epochs,
-                                   restore_best_weights=True, mode="max"),
+                                   restore_best_weights=True, mode="max", announce=verbose > 0),
             *([ResumablePlateau(state, monitor="val_accuracy", factor=cfg.lr_factor, patience=cfg.lr_patience,
                                 mode="max", min_lr=1e-6)] if cfg.schedule == "plateau" else []),
             # Weights, optimizer and epoch: a run killed after an epoch's metrics were logged resumes
@@ -137,16 +138,32 @@ def _train_in_run(cfg: TrainConfig, ds, model, aug, run_id: str, n_devices: int,
         model.fit(**feed, epochs=cfg.epochs, validation_data=validation, callbacks=fit_callbacks, verbose=verbose)
     parallel.close()  # one device from here on: evaluation, saving and logging take any batch size
     model = float32_copy(cfg, model, always=n_devices > 1)
-    metrics, temperature = _log_results(cfg, ds, model, history_csv, tracker)
-    # What is logged, served and exported reports calibrated probabilities (same decisions);
-    # the model before temperature scaling is kept beside it.
+    metrics, temperature = _log_results(cfg, ds, model, history_csv, tracker, echo=verbose > 0)
+    # What is logged, served and exported reports calibrated probabilities (same decisions); the
+    # model before temperature scaling is kept beside it where the temperature changed anything.
+    # A trial keeps the LoggedModel only: no .keras copies (a study of 100 trials would hold 300).
     plain, model = model, calibration.with_temperature(model, temperature)
-    model_uri = tracker.log_model(model, val_split.x, file_stem=cfg.model, register=cfg.register,
-                                  name=preset or cfg.model, plain=plain, diagram=cfg.diagnostics,
-                                  metrics={k: v for k, v in metrics.items() if "/" not in k and "_tta_" not in k})
+    with progress.step("logging the model", verbose > 0):
+        model_uri = tracker.log_model(model, val_split.x, file_stem=cfg.model, register=cfg.register,
+                                      name=preset or cfg.model, plain=plain if temperature != 1 else None,
+                                      diagram=cfg.diagnostics, copies=not trial, metrics=model_figures(metrics))
     tracker.set_tag(T.MODEL_URI, model_uri)
+    # What the run used, and whether it beat always answering the majority class: tags on every run
+    # (Optuna trials too), a warning on the console when one is shown.
+    if verdict := baseline.judge(ds, metrics):
+        for key, value in verdict.tags().items():
+            tracker.set_tag(key, value)
+        if verdict.learned_nothing and verbose:
+            verdict.warn()
     shutil.rmtree(backup_dir(run_id), ignore_errors=True)
     return TrainResult(run_id, model_uri, metrics, model, int(metrics["epochs_run"]))
+
+
+def model_figures(metrics: dict) -> dict:
+    """What a LoggedModel carries: its own final figures on each split, as the loaded model gives them
+    (accuracy, macro-F1; no TTA, no per-class detail, no epoch history)."""
+    return {k: v for k, v in metrics.items() if k.startswith(("validation_", "test_")) and "/" not in k
+            and "_tta_" not in k}
 
 
 def _feeds(cfg: TrainConfig, train_split, val_split, targets, n_devices: int) -> tuple[dict, tuple]:
@@ -174,22 +191,25 @@ def _feeds(cfg: TrainConfig, train_split, val_split, targets, n_devices: int) ->
 
 
 def _log_results(cfg: TrainConfig, ds: fer_data.Dataset, model: keras.Model, history_csv: Path,
-                 tracker) -> tuple[dict, float]:
+                 tracker, echo: bool = False) -> tuple[dict, float]:
     """Evaluate validation and test, fit the temperature on validation only, record it all; returns
-    the metrics and the temperature."""
+    the metrics and the temperature. `echo`: a console line per step, with its seconds (`progress`)."""
     # Ten-crop is the matching evaluation of crop training; flip TTA is cheap for every model.
     # `diagnostics=false` (quick runs, tests that check other things) skips TTA and Grad-CAM.
     tta = (("flip", "tencrop") if cfg.crop else ("flip",)) if cfg.diagnostics else ()
     evaluations = [evaluate_split(model, split, ds.splits[split].x, ds.splits[split].y, names=ds.splits[split].names,
-                                  tta=tta, explain=cfg.diagnostics)
+                                  tta=tta, explain=cfg.diagnostics, step=progress.steps(echo))
                    for split in ("val", "test") if split in ds.splits]
-    params = calibrate(evaluations)  # on validation only
-    tracker.log_params(params)
+    with progress.step("calibration (temperature fitted on validation)", echo):
+        params = calibrate(evaluations)  # on validation only
+        tracker.log_params(params)
     metrics: dict = {}
     for ev in evaluations:
-        metrics.update(tracker.log_evaluation(ev, f"{cfg.model} on {ds.name} — {ev.split}"))
-    history = pd.read_csv(history_csv)
-    summary = {"epochs_run": float(len(history)), "best_val_accuracy": float(history["val_accuracy"].max())}
-    tracker.log_history(history_csv, curves_figure(history, f"{cfg.model} on {ds.name}"))
-    tracker.log_summary(summary, all_metrics={**metrics, **summary})
+        with progress.step(f"metrics and figures of {ev.prefix}", echo):
+            metrics.update(tracker.log_evaluation(ev, f"{cfg.model} on {ds.name} — {ev.split}"))
+    with progress.step("history and curves", echo):
+        history = pd.read_csv(history_csv)
+        summary = {"epochs_run": float(len(history)), "best_val_accuracy": float(history["val_accuracy"].max())}
+        tracker.log_history(history_csv, curves_figure(history, f"{cfg.model} on {ds.name}"))
+        tracker.log_summary(summary, all_metrics={**metrics, **summary})
     return {**metrics, **summary}, params["temperature"]
