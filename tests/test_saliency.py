@@ -107,5 +107,8 @@ def test_prediction_snapshots_show_the_same_faces_every_epoch():
     assert [kw for _, kw in logged] == [{"key": "epoch/predictions", "step": 1}, {"key": "epoch/predictions", "step": 2}]
     image = logged[0][0]
     assert image.dtype == np.uint8 and image.shape[2] == 3 and image.shape[1] == snapshots.PER_ROW * snapshots.CELL
+    from mlflow.tracking.multimedia import COMPRESSED_IMAGE_SIZE  # the copy MLflow's card and full screen show
+
+    assert image.shape[1] == COMPRESSED_IMAGE_SIZE and image.shape[0] <= COMPRESSED_IMAGE_SIZE  # shown as drawn
     assert len(callback.y) == snapshots.SAMPLE and len(set(callback.y.tolist())) == 6  # round-robin over classes
     np.testing.assert_array_equal(callback.x, x[snapshots.fixed_sample(y, seed=0)])

@@ -37,7 +37,9 @@ def test_two_epoch_run_records_everything(store, small_cfg):
         assert steps == [1, 2], key
     params = run.data.params
     assert params["model"] == "custom_aug" and params["aug_strength"] == "0.5"
-    assert params["aug_rotation_deg"] == "20.0" and params["aug_zoom"] == "0.15"
+    aug = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/augmentation.json")  # what aug_strength resolved to
+    assert aug["rotation_deg"] == 20.0 and aug["zoom"] == 0.15 and not any(k.startswith("aug_") and k != "aug_strength"
+                                                                         for k in params)
     assert int(params["trainable_params"]) > 0 and params["epochs"] == "2"
     ds = fer_data.load_dataset(cfg.data, seed=cfg.seed)
     for split in ("val", "test"):

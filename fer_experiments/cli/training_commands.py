@@ -35,6 +35,9 @@ def train(preset, mlflow_experiment, resume_run_id, run_folder, **options):
     click.echo(f"run {result.run_id} finished on {on}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))
                + verdict)
     click.echo(f"model: {result.model_uri}")
+    if not run_folder:  # MLflow's UI opens on its GenAI overview: these open the runs (`tracking.ui_views`)
+        links = tracker.ui_links(result.run_id)
+        click.echo(f"in `mlflow ui`: this run {links['run']}\n              all runs, best first {links['runs']}")
 
 
 def _trained_on(tags: dict, limit: int) -> tuple[str, str]:

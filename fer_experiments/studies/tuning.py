@@ -59,8 +59,9 @@ def tune(s: TuneSettings, echo=print, tracker=None):
         floor = ds.majority_rate("val") + 0.005  # a hair above "always the majority class"
         study, parent = _open_study(s, name, storage, ds.synthetic, floor, tracker, echo)
         objective = _objective(s, space, parent, study, tracker)
+        link = tracker.study_link(parent, list(space))
         echo(f"study {name} on {mask_url(s.storage) or 'journal file'}: {len(study.get_trials(states=FINISHED))} of "
-             f"{s.n_trials} trials already finished; MLflow parent run {parent}")
+             f"{s.n_trials} trials already finished; MLflow parent run {parent}; its trials in `mlflow ui`: {link}")
         failures = FailureGuard()
         try:
             _optimize(s, study, objective, [_progress(s, echo), failures], failures)
@@ -72,6 +73,7 @@ def tune(s: TuneSettings, echo=print, tracker=None):
             raise stopped(study, parent, tracker, str(exc) or "SIGINT", objective.trial) from None
     if champion:
         echo(f"study {name} done: best trial {best.number} (validation accuracy {best.value:.4f}) registered as {champion}")
+    echo(f"the study's trials in `mlflow ui`: {link}")
     failures.raise_if_stopped(name)
     return study, parent, best
 

@@ -93,8 +93,8 @@ class FileTracker:
         return target
 
     # -- what the trainer records -----------------------------------------------------------------
-    def log_config(self, config: dict) -> None:
-        self._artifact("config.json").write_text(json.dumps(config, indent=2))
+    def log_config(self, config: dict, name: str = "config.json") -> None:
+        self._artifact(name).write_text(json.dumps(config, indent=2))
 
     def log_params(self, params: dict) -> None:
         path = self.folder / "params.json"

@@ -24,7 +24,7 @@ import numpy as np
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from ..errors import UserError, read_only_store
-from . import logged_models, records
+from . import logged_models, records, ui_views
 from .base import check_resumable, ending
 from .epochs import EpochMetrics
 from .outputs import OutputRecords
@@ -156,11 +156,19 @@ class MlflowTracker(StudyRecords, OutputRecords):
             run = start(run_name=run_name)
         for key, value in EXPERIMENT_KIND.items():
             mlflow.MlflowClient().set_experiment_tag(run.info.experiment_id, key, value)
+        ui_views.save_view(run.info.experiment_id, ui_views.HEADLINE_VIEW, "FER: headline figures",
+                           ui_views.headline_state())
         return run
 
+    def ui_links(self, run_id: str) -> dict[str, str]:
+        """Where `mlflow ui` shows the run and its experiment's runs (the headline view), as links that
+        open the runs, not MLflow's GenAI overview (`ui_views`)."""
+        exp = mlflow.MlflowClient().get_run(run_id).info.experiment_id
+        return {"runs": ui_views.runs_link(exp), "run": ui_views.run_link(exp, run_id)}
+
     # -- what a run records -------------------------------------------------------------------------
-    def log_config(self, config: dict) -> None:
-        mlflow.log_dict(config, "config.json")
+    def log_config(self, config: dict, name: str = "config.json") -> None:
+        mlflow.log_dict(config, name)
 
     def log_params(self, params: dict) -> None:
         """Log params, skipping keys the run already holds (the `-P` values `mlflow run` logged, or a

@@ -19,6 +19,7 @@ from mlflow.entities import Metric
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from . import tags as T
+from . import ui_views
 
 
 class StudyRecords:
@@ -41,6 +42,14 @@ class StudyRecords:
             if key not in existing:
                 client.log_param(run_id, key, str(value))
         return run_id
+
+    def study_link(self, parent_run_id: str, tuned: list[str]) -> str:
+        """The link to the study's trials in `mlflow ui` (a saved view: best first, the tuned settings as
+        columns), the view saved on the experiment if it is not there yet."""
+        exp = mlflow.MlflowClient().get_run(parent_run_id).info.experiment_id
+        view = ui_views.study_view(parent_run_id)
+        ui_views.save_view(exp, view, f"FER: study {parent_run_id[:12]}", ui_views.study_state(parent_run_id, tuned))
+        return ui_views.runs_link(exp, view)
 
     def attach_worker(self, parent_run_id: str, study_name: str) -> None:
         """A second `mlflow run -e tune` on the same study: its own run becomes a worker under the parent."""

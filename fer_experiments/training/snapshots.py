@@ -11,11 +11,16 @@ import numpy as np
 
 from ..data import CLASSES
 
-SAMPLE = 16  # faces per image: divides evenly over 1, 2, 4, 8 or 16 devices under data parallelism
-KEY = "epoch/predictions"  # the image key: MLflow's run page shows it first in the "epoch" chart group
-CELL = 96  # px per face
-CAPTION = 30  # px of text under each face
-PER_ROW = 8
+SAMPLE = 8  # faces per image: one per class and one more; divides evenly over 1, 2, 4 or 8 devices
+KEY = "epoch/predictions"  # the image key: MLflow's run page shows it in the "epoch" chart group
+# MLflow shows a logged image, in its card and the card's full-screen view, as a copy whose longer
+# side is 256 px (`mlflow.tracking.multimedia.COMPRESSED_IMAGE_SIZE`): an image exactly 256 px wide
+# is shown as drawn, its text legible; clicking the image opens this original.
+WIDTH = 256
+PER_ROW = 4
+CELL = WIDTH // PER_ROW  # px per face
+CAPTION = 24  # px of text under each face: the predicted label and confidence, then the true label
+HEADING = 16
 
 
 def fixed_sample(y: np.ndarray, n: int = SAMPLE, seed: int = 0) -> np.ndarray:
@@ -31,14 +36,14 @@ def fixed_sample(y: np.ndarray, n: int = SAMPLE, seed: int = 0) -> np.ndarray:
 
 
 def sheet(x: np.ndarray, y: np.ndarray, probs: np.ndarray, heading: str = "") -> np.ndarray:
-    """RGB uint8: the faces in rows of PER_ROW, each with a green (right) or red (wrong) frame, its
-    true label above the predicted label and confidence."""
+    """RGB uint8, WIDTH px wide: the faces in rows of PER_ROW, each with a green (right) or red (wrong)
+    frame, the predicted label and confidence under it, then the true label."""
     rows = -(-len(x) // PER_ROW)
-    top = 24 if heading else 0
-    img = np.full((top + rows * (CELL + CAPTION), PER_ROW * CELL, 3), 255, np.uint8)
+    top = HEADING if heading else 0
+    img = np.full((top + rows * (CELL + CAPTION), WIDTH, 3), 255, np.uint8)
     font = cv2.FONT_HERSHEY_SIMPLEX
     if heading:
-        cv2.putText(img, heading, (4, 17), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, heading, (2, 12), font, 0.36, (0, 0, 0), 1, cv2.LINE_AA)
     for i, (face, true, p) in enumerate(zip(x, y, probs)):
         r, c = divmod(i, PER_ROW)
         y0, x0 = top + r * (CELL + CAPTION), c * CELL
@@ -46,10 +51,10 @@ def sheet(x: np.ndarray, y: np.ndarray, probs: np.ndarray, heading: str = "") ->
         img[y0:y0 + CELL, x0:x0 + CELL] = gray[..., None]
         pred = int(p.argmax())
         colour = (0, 150, 0) if pred == true else (210, 0, 0)
-        cv2.rectangle(img, (x0 + 1, y0 + 1), (x0 + CELL - 2, y0 + CELL - 2), colour, 3)
-        cv2.putText(img, f"true {CLASSES[true]}", (x0 + 3, y0 + CELL + 12), font, 0.33, (60, 60, 60), 1, cv2.LINE_AA)
-        cv2.putText(img, f"{CLASSES[pred]} {100 * p.max():.0f}%", (x0 + 3, y0 + CELL + 26), font, 0.4, colour, 1,
+        cv2.rectangle(img, (x0, y0), (x0 + CELL - 1, y0 + CELL - 1), colour, 2)
+        cv2.putText(img, f"{CLASSES[pred]} {100 * p.max():.0f}%", (x0 + 1, y0 + CELL + 10), font, 0.3, colour, 1,
                     cv2.LINE_AA)
+        cv2.putText(img, f"is {CLASSES[true]}", (x0 + 1, y0 + CELL + 21), font, 0.3, (70, 70, 70), 1, cv2.LINE_AA)
     return img
 
 
@@ -64,5 +69,5 @@ class PredictionSnapshots(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         probs = np.asarray(self.model.predict(self.x, batch_size=len(self.x), verbose=0))
         right = int((probs.argmax(axis=1) == self.y).sum())
-        self.sink(sheet(self.x, self.y, probs, f"epoch {epoch + 1}: {right}/{len(self.y)} validation faces right"),
+        self.sink(sheet(self.x, self.y, probs, f"epoch {epoch + 1}: {right} of {len(self.y)} right"),
                   key=KEY, step=epoch + 1)  # the step is the epoch's number, as in the heading

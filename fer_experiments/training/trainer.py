@@ -85,10 +85,14 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
                      description=describe(cfg, ds, preset), resume_run_id=resume_run_id,
                      parent_run_id=parent_run_id) as run_id:
         tracker.log_config(dataclasses.asdict(cfg))
-        tracker.log_params({**dataclasses.asdict(cfg), **{f"aug_{k}": v for k, v in dataclasses.asdict(aug).items()},
-                             **models.param_counts(model), **devices.describe(), "devices_used": n_devices,
-                             # the learning rate is the global batch's, whatever the device count
-                             "batch_per_device": cfg.batch_size // n_devices})
+        # The values aug_strength resolved to are a file, not params: params are the settings a user
+        # chose, so MLflow's compare page and parallel-coordinates plot start on them (its defaults are
+        # the first params, by name, that differ between the runs).
+        tracker.log_config(dataclasses.asdict(aug), "augmentation.json")
+        tracker.log_params({**dataclasses.asdict(cfg), **models.param_counts(model), **devices.describe(),
+                            "devices_used": n_devices,
+                            # the learning rate is the global batch's, whatever the device count
+                            **({"batch_per_device": cfg.batch_size // n_devices} if n_devices > 1 else {})})
         tracker.log_dataset(ds)
         try:
             return _train_in_run(cfg, ds, model, aug, run_id, n_devices, parallel, tracker, callbacks, verbose, preset,

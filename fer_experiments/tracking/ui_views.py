@@ -1,0 +1,70 @@
+"""What `mlflow ui` opens on: saved views of an experiment's runs, and the links that open them.
+
+MLflow 3.17's UI opens every experiment, in a browser that has not chosen otherwise, on its GenAI
+overview (traces, token usage): the `mlflow.experimentKind` tag is not read, and no server setting
+changes that. What a link can carry is `workflowType=machine_learning` (the runs table, the
+model-training side bar) and `viewStateShareKey=<id>`, a view saved in the experiment tag
+``mlflow.sharedViewState.<id>`` (MLflow's own "Views" menu stores them there): its columns, sort,
+filter and charts. So every experiment gets a view of the headline figures, every study one of its
+trials, and the commands print the links that open them.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import mlflow
+
+VIEW_TAG = "mlflow.sharedViewState."
+HEADLINE_VIEW = "fer-headline"
+# What a researcher compares first, in this order: the runs table's columns of the saved views.
+HEADLINE_METRICS = ("validation_accuracy", "test_accuracy", "validation_macro_f1", "test_macro_f1", "epochs_run")
+HEADLINE_PARAMS = ("model", "learning_rate", "dropout", "aug_strength", "batch_size", "epochs")
+DEFAULT_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
+
+
+def ui_base() -> str:
+    """The UI of the current store: a tracking server's own address, else `mlflow ui`'s default."""
+    uri = mlflow.get_tracking_uri()
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else DEFAULT_UI
+
+
+def runs_link(experiment_id: str, view: str = HEADLINE_VIEW) -> str:
+    return f"{ui_base()}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={view}"
+
+
+def run_link(experiment_id: str, run_id: str) -> str:
+    return f"{ui_base()}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def _columns(metrics, params) -> list[str]:
+    return [*(f"metrics.`{m}`" for m in metrics), *(f"params.`{p}`" for p in params)]
+
+
+def headline_state() -> dict:
+    """Every run of the experiment, best validation accuracy first, with the headline columns."""
+    return {"orderByKey": "metrics.`validation_accuracy`", "orderByAsc": False,
+            "selectedColumns": _columns(HEADLINE_METRICS, HEADLINE_PARAMS), "columnOrder": []}
+
+
+def study_state(parent_run_id: str, tuned: list[str]) -> dict:
+    """A study's trials, best first, with validation/test accuracy and the tuned settings as columns."""
+    return {"searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+            "orderByKey": "metrics.`validation_accuracy`", "orderByAsc": False,
+            "selectedColumns": _columns(HEADLINE_METRICS[:2], tuned), "columnOrder": []}
+
+
+def study_view(parent_run_id: str) -> str:
+    return f"fer-study-{parent_run_id[:12]}"
+
+
+def save_view(experiment_id: str, view: str, name: str, state: dict, *, replace: bool = False) -> None:
+    """The view `view` (MLflow's "Views" menu lists it under `name`) in the experiment's tags; an
+    existing one is kept unless `replace` (a user may have edited it)."""
+    client = mlflow.MlflowClient()
+    key = VIEW_TAG + view
+    if not replace and key in client.get_experiment(experiment_id).tags:
+        return
+    now = int(time.time() * 1000)
+    client.set_experiment_tag(experiment_id, key, json.dumps(
+        {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}))
