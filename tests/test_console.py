@@ -135,6 +135,21 @@ def test_a_console_run_tells_its_story_without_tensorflow_noise(store, tmp_path)
                                                  "history and curves", "logging the model"], out.stdout
     for noise in ("cpu_feature_guard", "absl::InitializeLog", "retracing", "system metrics", "UserWarning"):
         assert noise not in out.stderr + out.stdout, noise
+    # MLflow's UI would open on its GenAI overview: the run prints the links that open the runs, and the
+    # headline view they name is saved on the experiment (`tracking.ui_views`).
+    import json
+
+    import mlflow
+    from conftest import all_runs
+
+    (run,) = all_runs()
+    exp = run.info.experiment_id
+    assert f"/#/experiments/{exp}/runs/{run.info.run_id}?workflowType=machine_learning" in out.stdout
+    assert f"/#/experiments/{exp}/runs?workflowType=machine_learning&viewStateShareKey=fer-headline" in out.stdout
+    view = json.loads(mlflow.MlflowClient().get_experiment(exp).tags["mlflow.sharedViewState.fer-headline"])
+    state = json.loads(view["state"])
+    assert state["orderByKey"] == "metrics.`validation_accuracy`" and state["orderByAsc"] is False
+    assert state["selectedColumns"][:2] == ["metrics.`validation_accuracy`", "metrics.`test_accuracy`"]
     check = "import os, fer_experiments; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))"
     for extra, level in (({}, "2"), ({"FER_DEBUG": "1"}, "None"), ({"TF_CPP_MIN_LOG_LEVEL": "0"}, "0")):
         shown = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env={**env, **extra})

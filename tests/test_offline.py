@@ -93,8 +93,8 @@ def test_import_makes_an_ordinary_run_and_refuses_twice(file_run, store):
     assert {"evaluation/val/confusion_matrix.png", "evaluation/val/saliency.png"} <= names
     images = [a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "images") if a.path.endswith(".png")]
     recorded_images = sorted((folder / "images" / "epoch~predictions").glob("*.png"))
-    assert len(recorded_images) == 2 and len(images) == 2  # one per epoch, replayed with its step
-    assert sorted(p.split("+step+")[1].split("+")[0] for p in images) == ["1", "2"]
+    assert len(recorded_images) == 3 and len(images) == 3  # before training and after each epoch, with its step
+    assert sorted(p.split("+step+")[1].split("+")[0] for p in images) == ["0", "1", "2"]
 
     # The logged model is the file's model: same predictions, metrics attached to the LoggedModel.
     import keras

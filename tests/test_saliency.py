@@ -104,7 +104,7 @@ def test_prediction_snapshots_show_the_same_faces_every_epoch():
     net.compile("adam", "sparse_categorical_crossentropy")
     callback = snapshots.PredictionSnapshots(x, y, lambda image, **kw: logged.append((image, kw)), seed=0)
     net.fit(x, y, epochs=2, batch_size=50, verbose=0, callbacks=[callback])
-    assert [kw for _, kw in logged] == [{"key": "epoch/predictions", "step": 1}, {"key": "epoch/predictions", "step": 2}]
+    assert [kw for _, kw in logged] == [{"key": "epoch/predictions", "step": n} for n in (0, 1, 2)]  # 0: before training
     image = logged[0][0]
     assert image.dtype == np.uint8 and image.shape[2] == 3 and image.shape[1] == snapshots.PER_ROW * snapshots.CELL
     from mlflow.tracking.multimedia import COMPRESSED_IMAGE_SIZE  # the copy MLflow's card and full screen show

@@ -72,6 +72,13 @@ def test_study_records_parent_children_best_and_plots(store):
     assert model.output_shape == (None, 7)
     version = mlflow.MlflowClient().get_model_version_by_alias("four", "champion")
     assert version.run_id == best.user_attrs["mlflow_run_id"]
+    # the study's saved view lists its trials, best first, with the tuned settings as columns
+    import json
+
+    tags = mlflow.MlflowClient().get_experiment(run.info.experiment_id).tags
+    state = json.loads(json.loads(tags[f"mlflow.sharedViewState.fer-study-{parent[:12]}"])["state"])
+    assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent}'"
+    assert {"params.`dropout`", "params.`learning_rate`"} <= set(state["selectedColumns"])
     # a finished study run again registers nothing new
     tune(settings(study="four", pruner="none"))
     assert [v.version for v in mlflow.MlflowClient().search_model_versions("name='four'")] == [1]

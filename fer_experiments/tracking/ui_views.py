@@ -6,7 +6,8 @@ changes that. What a link can carry is `workflowType=machine_learning` (the runs
 model-training side bar) and `viewStateShareKey=<id>`, a view saved in the experiment tag
 ``mlflow.sharedViewState.<id>`` (MLflow's own "Views" menu stores them there): its columns, sort,
 filter and charts. So every experiment gets a view of the headline figures, every study one of its
-trials, and the commands print the links that open them.
+trials, and the commands print the links that open them. Whether the runs open as the table or as
+charts is no part of a view: the link's `compareRunsMode=CHART` opens the charts (`runs_link(chart=True)`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,10 @@ HEADLINE_VIEW = "fer-headline"
 # What a researcher compares first, in this order: the runs table's columns of the saved views.
 HEADLINE_METRICS = ("validation_accuracy", "test_accuracy", "validation_macro_f1", "test_macro_f1", "epochs_run")
 HEADLINE_PARAMS = ("model", "learning_rate", "dropout", "aug_strength", "batch_size", "epochs")
+HEADLINE_CHARTS = HEADLINE_METRICS[:4]  # bar charts, the first chart section
+# MLflow orders chart sections by name (`localeCompare`), then "Model metrics", "System metrics": this
+# name sorts before the sections it makes of this project's keys ("epoch/…", "test_per_class/…", …).
+HEADLINE_SECTION = "Accuracy and macro-F1"
 DEFAULT_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
 
 
@@ -29,8 +34,10 @@ def ui_base() -> str:
     return uri.rstrip("/") if uri.startswith(("http://", "https://")) else DEFAULT_UI
 
 
-def runs_link(experiment_id: str, view: str = HEADLINE_VIEW) -> str:
-    return f"{ui_base()}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={view}"
+def runs_link(experiment_id: str, view: str = HEADLINE_VIEW, *, chart: bool = False) -> str:
+    mode = "&compareRunsMode=CHART" if chart else ""
+    return (f"{ui_base()}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={view}{mode}")
 
 
 def run_link(experiment_id: str, run_id: str) -> str:
@@ -41,17 +48,38 @@ def _columns(metrics, params) -> list[str]:
     return [*(f"metrics.`{m}`" for m in metrics), *(f"params.`{p}`" for p in params)]
 
 
+# Chart cards and sections as MLflow 3.17's UI stores them in `compareRunCharts`/`compareRunSections`:
+# RunsChartsCardConfig and its Bar/Parallel subclasses, ChartSectionConfig, and
+# updateChartAndSectionConfigs (mlflow/server/js/src/experiment-tracking/components/runs-charts/
+# runs-charts.types.ts). Listing only these is enough: on opening, MLflow adds a generated chart for
+# every metric and image key no card shows yet, in sections by key prefix, and sorts the sections.
+def _card(kind: str, uuid: str, **fields) -> dict:
+    return {"uuid": uuid, "type": kind, "runsCountToCompare": 10, "metricSectionId": "fer-headline",
+            "deleted": False, "isGenerated": False, **fields}
+
+
+def _charts(*first: dict) -> dict:
+    bars = [_card("BAR", f"fer-bar-{m}", metricKey=m, displayName=m) for m in HEADLINE_CHARTS]
+    section = {"uuid": "fer-headline", "name": HEADLINE_SECTION, "display": True, "isReordered": False,
+               "deleted": False, "isGenerated": False}
+    return {"compareRunCharts": [*first, *bars], "compareRunSections": [section]}
+
+
 def headline_state() -> dict:
-    """Every run of the experiment, best validation accuracy first, with the headline columns."""
+    """Every run of the experiment, best validation accuracy first, with the headline columns; as
+    charts, the headline figures' bar charts first."""
     return {"orderByKey": "metrics.`validation_accuracy`", "orderByAsc": False,
-            "selectedColumns": _columns(HEADLINE_METRICS, HEADLINE_PARAMS), "columnOrder": []}
+            "selectedColumns": _columns(HEADLINE_METRICS, HEADLINE_PARAMS), "columnOrder": [], **_charts()}
 
 
 def study_state(parent_run_id: str, tuned: list[str]) -> dict:
-    """A study's trials, best first, with validation/test accuracy and the tuned settings as columns."""
+    """A study's trials, best first, with validation/test accuracy and the tuned settings as columns;
+    as charts, the tuned settings against validation accuracy (parallel coordinates) first."""
+    parallel = _card("PARALLEL", "fer-parallel", selectedParams=list(tuned),
+                     selectedMetrics=["validation_accuracy"], showAllRuns=False)
     return {"searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
             "orderByKey": "metrics.`validation_accuracy`", "orderByAsc": False,
-            "selectedColumns": _columns(HEADLINE_METRICS[:2], tuned), "columnOrder": []}
+            "selectedColumns": _columns(HEADLINE_METRICS[:2], tuned), "columnOrder": [], **_charts(parallel)}
 
 
 def study_view(parent_run_id: str) -> str:

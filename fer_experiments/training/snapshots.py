@@ -59,15 +59,23 @@ def sheet(x: np.ndarray, y: np.ndarray, probs: np.ndarray, heading: str = "") ->
 
 
 class PredictionSnapshots(keras.callbacks.Callback):
-    """At each epoch's end, predicts the fixed faces and calls ``sink(image, key=KEY, step=epoch)``."""
+    """Predicts the fixed faces and calls ``sink(image, key=KEY, step=n)`` after epoch n (numbered as
+    Keras prints it), and at step 0 before the first: MLflow's image slider starts at step 0, and the
+    untrained network's guesses are where the replay begins."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, sink: Callable[..., None], seed: int = 0):
         super().__init__()
         keep = fixed_sample(y, seed=seed)
         self.x, self.y, self.sink = x[keep].astype("float32"), y[keep], sink
 
+    def on_train_begin(self, logs=None):
+        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == 0:  # not a resumed run
+            self._snap(0, "before training")
+
     def on_epoch_end(self, epoch, logs=None):
+        self._snap(epoch + 1, f"epoch {epoch + 1}")
+
+    def _snap(self, step: int, when: str) -> None:
         probs = np.asarray(self.model.predict(self.x, batch_size=len(self.x), verbose=0))
         right = int((probs.argmax(axis=1) == self.y).sum())
-        self.sink(sheet(self.x, self.y, probs, f"epoch {epoch + 1}: {right} of {len(self.y)} right"),
-                  key=KEY, step=epoch + 1)  # the step is the epoch's number, as in the heading
+        self.sink(sheet(self.x, self.y, probs, f"{when}: {right} of {len(self.y)} right"), key=KEY, step=step)
