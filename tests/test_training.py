@@ -95,9 +95,9 @@ def test_two_epoch_run_records_everything(store, small_cfg):
         path = os.path.join(ds.source, row["file"])
         np.testing.assert_array_equal(np.asarray(Image.open(path)), test.x[row["index"]].squeeze())
         assert f"/{row['true']}/" in row["file"]
-    # The per-epoch prediction images: one per epoch, as MLflow's image series (key "epoch/predictions").
+    # The prediction images: before training (step 0) and after each epoch, as MLflow's image series.
     images = [a.path for a in client.list_artifacts(result.run_id, "images") if a.path.endswith(".png")]
-    assert sorted(p.split("+step+")[1].split("+")[0] for p in images) == ["0", "1"]
+    assert sorted(p.split("+step+")[1].split("+")[0] for p in images) == ["0", "1", "2"]
     assert all(os.path.basename(p).startswith("epoch~predictions+") for p in images)  # MLflow writes / as ~
 
 

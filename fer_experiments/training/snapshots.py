@@ -52,8 +52,8 @@ def sheet(x: np.ndarray, y: np.ndarray, probs: np.ndarray, heading: str = "") ->
         pred = int(p.argmax())
         colour = (0, 150, 0) if pred == true else (210, 0, 0)
         cv2.rectangle(img, (x0, y0), (x0 + CELL - 1, y0 + CELL - 1), colour, 2)
-        cv2.putText(img, f"{CLASSES[pred]} {100 * p.max():.0f}%", (x0 + 1, y0 + CELL + 10), font, 0.3, colour, 1,
-                    cv2.LINE_AA)
+        said = f"{CLASSES[pred]} {100 * p.max():.0f}%"
+        cv2.putText(img, said, (x0 + 1, y0 + CELL + 10), font, 0.3 if len(said) < 13 else 0.26, colour, 1, cv2.LINE_AA)
         cv2.putText(img, f"is {CLASSES[true]}", (x0 + 1, y0 + CELL + 21), font, 0.3, (70, 70, 70), 1, cv2.LINE_AA)
     return img
 
