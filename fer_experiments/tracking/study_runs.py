@@ -49,7 +49,7 @@ class StudyRecords:
         exp = mlflow.MlflowClient().get_run(parent_run_id).info.experiment_id
         view = ui_views.study_view(parent_run_id)
         ui_views.save_view(exp, view, f"FER: study {parent_run_id[:12]}", ui_views.study_state(parent_run_id, tuned))
-        return ui_views.runs_link(exp, view)
+        return ui_views.runs_link(exp, view, chart=True)  # opens on the tuned settings against accuracy
 
     def attach_worker(self, parent_run_id: str, study_name: str) -> None:
         """A second `mlflow run -e tune` on the same study: its own run becomes a worker under the parent."""

@@ -21,10 +21,10 @@ HEADLINE_VIEW = "fer-headline"
 # What a researcher compares first, in this order: the runs table's columns of the saved views.
 HEADLINE_METRICS = ("validation_accuracy", "test_accuracy", "validation_macro_f1", "test_macro_f1", "epochs_run")
 HEADLINE_PARAMS = ("model", "learning_rate", "dropout", "aug_strength", "batch_size", "epochs")
-HEADLINE_CHARTS = HEADLINE_METRICS[:4]  # bar charts, the first chart section
-# MLflow orders chart sections by name (`localeCompare`), then "Model metrics", "System metrics": this
-# name sorts before the sections it makes of this project's keys ("epoch/…", "test_per_class/…", …).
-HEADLINE_SECTION = "Accuracy and macro-F1"
+HEADLINE_CHARTS = HEADLINE_METRICS[:4]  # bar charts, validation beside test, in the first chart section
+# MLflow orders chart sections by name (`localeCompare`), then "Model metrics", "System metrics": these
+# names sort first, before those it makes of this project's keys ("epoch/…", "test_per_class/…", …).
+HEADLINE_SECTION, STUDY_SECTION = "Accuracy and macro-F1", "Accuracy against tuned settings"
 DEFAULT_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
 
 
@@ -49,20 +49,27 @@ def _columns(metrics, params) -> list[str]:
 
 
 # Chart cards and sections as MLflow 3.17's UI stores them in `compareRunCharts`/`compareRunSections`:
-# RunsChartsCardConfig and its Bar/Parallel subclasses, ChartSectionConfig, and
-# updateChartAndSectionConfigs (mlflow/server/js/src/experiment-tracking/components/runs-charts/
-# runs-charts.types.ts). Listing only these is enough: on opening, MLflow adds a generated chart for
-# every metric and image key no card shows yet, in sections by key prefix, and sorts the sections.
-def _card(kind: str, uuid: str, **fields) -> dict:
-    return {"uuid": uuid, "type": kind, "runsCountToCompare": 10, "metricSectionId": "fer-headline",
+# RunsChartsCardConfig with its Bar/Parallel subclasses, ChartSectionConfig (`columns` 1-5,
+# `cardHeight` 300-500 px) and updateChartAndSectionConfigs, in mlflow/server/js/src/
+# experiment-tracking/components/runs-charts/runs-charts.types.ts. On opening, MLflow adds a chart for
+# every metric and image key no card shows, in sections by key prefix, but keeps its "Model metrics"
+# and "System metrics" sections only if the saved list has them (last).
+def _card(uuid: str, kind: str, section: str, **fields) -> dict:
+    return {"uuid": uuid, "type": kind, "runsCountToCompare": 10, "metricSectionId": section,
             "deleted": False, "isGenerated": False, **fields}
 
 
-def _charts(*first: dict) -> dict:
-    bars = [_card("BAR", f"fer-bar-{m}", metricKey=m, displayName=m) for m in HEADLINE_CHARTS]
-    section = {"uuid": "fer-headline", "name": HEADLINE_SECTION, "display": True, "isReordered": False,
-               "deleted": False, "isGenerated": False}
-    return {"compareRunCharts": [*first, *bars], "compareRunSections": [section]}
+def _section(uuid: str, name: str, **layout) -> dict:
+    return {"uuid": uuid, "name": name, "display": True, "isReordered": False, "deleted": False,
+            "isGenerated": False, **layout}
+
+
+def _charts(charts: tuple[dict, ...] = (), sections: tuple[dict, ...] = ()) -> dict:
+    """The headline bar charts, after `charts` in `sections`."""
+    bars = [_card(f"fer-{m}", "BAR", "fer-headline", metricKey=m, displayName=m) for m in HEADLINE_CHARTS]
+    return {"compareRunCharts": [*charts, *bars],
+            "compareRunSections": [*sections, _section("fer-headline", HEADLINE_SECTION, columns=2),
+                                   _section("fer-model", "Model metrics"), _section("fer-system", "System metrics")]}
 
 
 def headline_state() -> dict:
@@ -75,11 +82,12 @@ def headline_state() -> dict:
 def study_state(parent_run_id: str, tuned: list[str]) -> dict:
     """A study's trials, best first, with validation/test accuracy and the tuned settings as columns;
     as charts, the tuned settings against validation accuracy (parallel coordinates) first."""
-    parallel = _card("PARALLEL", "fer-parallel", selectedParams=list(tuned),
+    parallel = _card("fer-parallel", "PARALLEL", "fer-tuned", selectedParams=list(tuned),
                      selectedMetrics=["validation_accuracy"], showAllRuns=False)
     return {"searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
             "orderByKey": "metrics.`validation_accuracy`", "orderByAsc": False,
-            "selectedColumns": _columns(HEADLINE_METRICS[:2], tuned), "columnOrder": [], **_charts(parallel)}
+            "selectedColumns": _columns(HEADLINE_METRICS[:2], tuned), "columnOrder": [],
+            **_charts((parallel,), (_section("fer-tuned", STUDY_SECTION, columns=1, cardHeight=400),))}
 
 
 def study_view(parent_run_id: str) -> str:
