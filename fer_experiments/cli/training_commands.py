@@ -30,7 +30,8 @@ def train(preset, mlflow_experiment, resume_run_id, run_folder, **options):
         cfg = cfgmod.build_config(given(preset), **options)
     result = training.train(cfg, experiment=mlflow_experiment, resume_run_id=resume_run_id, tracker=tracker,
                             preset=given(preset) or "")
-    shown = {k: v for k, v in result.metrics.items() if k.endswith(("accuracy", "macro_f1"))}
+    # The model's own figures (the in-fit best_val_accuracy, mixed precision's, is in the run, not here).
+    shown = {k: v for k, v in result.metrics.items() if k.endswith(("accuracy", "macro_f1")) and k != "best_val_accuracy"}
     on, verdict = _trained_on(tracker.run_tags(result.run_id), cfg.limit)
     click.echo(f"run {result.run_id} finished on {on}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(shown.items()))
                + verdict)
