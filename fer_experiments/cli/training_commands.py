@@ -44,14 +44,12 @@ def train(preset, mlflow_experiment, resume_run_id, run_folder, **options):
 def _trained_on(tags: dict, limit: int) -> tuple[str, str]:
     """What the run's figures are figures of, as its tags record it — the data (SYNTHETIC said so), the
     `limit`, the images per split — and, for a run no better than the majority class, a word to that."""
+    from ..data.labels import data_words
     from ..tracking import tags as T
 
     images = f"{tags[T.IMAGES]} images" if T.IMAGES in tags else ""
     used = ": ".join(x for x in (f"limit {limit} images per split" if limit else "", images) if x)
-    if tags.get(T.SYNTHETIC) == "true":
-        on = f"SYNTHETIC faces ({tags.get(T.DATASET)}, not FER-2013{'; ' + used if used else ''})"
-    else:
-        on = f"{tags.get(T.DATASET)}{f' ({used})' if used else ''}"
+    on = data_words(tags.get(T.DATASET), tags.get(T.SYNTHETIC) == "true", used)
     nothing = tags.get(T.LEARNED_NOTHING) == "true"
     return on, " — LEARNED NOTHING: no better than always answering the majority class" if nothing else ""
 

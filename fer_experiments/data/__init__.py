@@ -10,10 +10,10 @@ from .cache import default_cache_dir
 from .csvfile import write_csv
 from .dataset import Dataset, Split, load_dataset
 from .folder import write_split
-from .labels import CLASSES, IMAGE_SIZE, DataError
+from .labels import CLASSES, IMAGE_SIZE, DataError, data_words
 from .synthetic import make_synthetic, write_synthetic
 
-__all__ = ["CLASSES", "IMAGE_SIZE", "DataError", "Dataset", "Split", "load_dataset", "make_synthetic",
+__all__ = ["CLASSES", "IMAGE_SIZE", "DataError", "data_words", "Dataset", "Split", "load_dataset", "make_synthetic",
            "write_synthetic", "default_cache_dir", "folder_to_csv", "csv_to_folder"]
 
 USAGE_OF = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}

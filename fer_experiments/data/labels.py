@@ -17,3 +17,11 @@ class DataError(UserError):
 def class_index(folder_name: str) -> int | None:
     name = folder_name.strip().lower()
     return CLASSES.index(name) if name in CLASSES else None
+
+
+def data_words(name: str, synthetic: bool, detail: str = "") -> str:
+    """How a run's data is named wherever a person reads it (console, run and study notes): synthetic
+    faces said so, never to be taken for FER-2013; `detail` (e.g. the images per split) beside it."""
+    if synthetic:
+        return f"SYNTHETIC faces ({name}, not FER-2013{'; ' + detail if detail else ''})"
+    return f"{name}{f' ({detail})' if detail else ''}"

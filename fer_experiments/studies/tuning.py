@@ -156,7 +156,7 @@ def _new_parent(s: TuneSettings, name: str, synthetic: bool, tracker) -> str:
               "sampler": s.sampler, "pruner": s.pruner, "seed": s.base.seed, "study": name,
               "storage": tags[T.STORAGE], "search_space": space}
     experiment = s.experiment or tracking_experiment(synthetic)
-    data = f"SYNTHETIC faces ({s.base.data}, not FER-2013)" if synthetic else s.base.data
+    data = fer_data.data_words(s.base.data, synthetic)
     note = (f"Optuna study `{name}`: {s.n_trials} trials of `{s.base.model}` on {data}, {s.base.epochs} epochs each "
             f"(preset and fixed settings as in each trial's params), {s.sampler} sampler, {s.pruner} pruner, space "
             f"{Path(space).name}, storage {tags[T.STORAGE]}. Each trial is a child run; the objective is its "

@@ -133,7 +133,7 @@ def run_name(cfg: TrainConfig, ds: fer_data.Dataset, preset: str = "", trial: st
 
 def describe(cfg: TrainConfig, ds: fer_data.Dataset, preset: str = "") -> str:
     """The run's description (MLflow's note): what was trained on what, in one paragraph."""
-    data = f"SYNTHETIC faces ({ds.name}, not FER-2013)" if ds.synthetic else f"{ds.name}"
+    data = fer_data.data_words(ds.name, ds.synthetic)
     used = f"{images_per_split(ds)} images" + (f" (limit {cfg.limit} per split)" if cfg.limit else "")
     recipe = f"preset `{preset}`: " if preset else ""
     extras = ", ".join(x for x in (f"{cfg.crop}-px crops" if cfg.crop else "", f"mixup {cfg.mixup}" if cfg.mixup else "",
