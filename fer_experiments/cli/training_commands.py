@@ -18,11 +18,20 @@ from .group import config_options, given, mlflow_experiment_option, option, pres
 @option("--resume", "resume_run_id", default=None, help="continue a killed run (its MLflow run id)")
 @option("--run-folder", default=None, type=click.Path(file_okay=False),
         help="record into DIR/<run id>/ instead of MLflow (no MLflow needed); `fer-exp import-run` adds it later")
-def train(preset, mlflow_experiment, resume_run_id, run_folder, **options):
+@option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
+        help="train with N seeds (seed, seed+1, …) as sibling runs under one parent run holding their mean, sd and "
+             "t-interval; rerun the same command to finish a killed set")
+def train(preset, mlflow_experiment, resume_run_id, run_folder, repeats, **options):
     """Train one registered model and record it in MLflow (or, with --run-folder, in a folder)."""
     from .. import tracking, training  # TensorFlow is imported only when needed
 
+    if repeats > 1 and (run_folder or resume_run_id):
+        raise cfgmod.ConfigError(f"--repeats {repeats} cannot be combined with {'--run-folder' if run_folder else '--resume'}: "
+                                 f"a repeat set lives in MLflow, and rerunning the same command resumes it")
     tracker = tracking.FileTracker(run_folder) if run_folder else tracking.MlflowTracker()
+    if repeats > 1:
+        return _train_repeats(cfgmod.build_config(given(preset), **options), repeats, tracker, mlflow_experiment,
+                              given(preset) or "")
     if resume_run_id:
         cfg = cfgmod.TrainConfig(**tracker.run_config(resume_run_id)).validate()
         preset = tracker.run_tags(resume_run_id).get(tracking.tags.PRESET)
@@ -39,6 +48,21 @@ def train(preset, mlflow_experiment, resume_run_id, run_folder, **options):
     if not run_folder:  # MLflow's UI opens on its GenAI overview: these open the runs (`tracking.ui_views`)
         links = tracker.ui_links(result.run_id)
         click.echo(f"in `mlflow ui`: this run {links['run']}\n              all runs, best first {links['runs']}")
+
+
+def _train_repeats(cfg, n: int, tracker, experiment: str | None, preset: str) -> None:
+    from .. import training
+
+    result = training.train_repeats(cfg, n, tracker=tracker, train=training.train, experiment=experiment or "",
+                                    preset=preset, echo=click.echo)
+    click.echo(result.table.dropna(axis=1, how="all").to_string(index=False, float_format="{:.4f}".format))
+    s = result.summary
+    for key in ("validation_accuracy", "test_accuracy", "test_macro_f1"):
+        if f"{key}_sd" in s:
+            click.echo(f"{key} over {int(s['seeds_finished'])} seeds: mean {s[key]:.4f}, sd {s[key + '_sd']:.4f}, "
+                       f"95 % t-interval [{s[key + '_ci_low']:.4f}, {s[key + '_ci_high']:.4f}]")
+    links = tracker.ui_links(result.parent_run_id)
+    click.echo(f"repeat set: parent run {result.parent_run_id}\nin `mlflow ui`: {links['run']}")
 
 
 def _trained_on(tags: dict, limit: int) -> tuple[str, str]:

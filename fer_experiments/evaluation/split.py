@@ -26,7 +26,7 @@ from sklearn.metrics import (
 )
 
 from ..data import CLASSES
-from . import calibration, mistakes, saliency
+from . import calibration, intervals, mistakes, saliency
 from .tta import combine, view_probs
 
 LABELS = list(range(len(CLASSES)))
@@ -42,6 +42,7 @@ class SplitEvaluation:
     x: np.ndarray | None = field(default=None, repr=False)  # the faces, for the error gallery
     names: np.ndarray | None = field(default=None, repr=False)  # the faces' files, for the error table
     saliency: tuple | None = field(default=None, repr=False)  # (sample indices, Grad-CAM maps, layer): `explain`
+    tta_pred: dict = field(default_factory=dict, repr=False)  # TTA kind → each image's predicted class
 
     @property
     def prefix(self) -> str:
@@ -67,6 +68,8 @@ class SplitEvaluation:
             out[f"{pre}_per_class/precision_{name}"] = float(p[i])
             out[f"{pre}_per_class/recall_{name}"] = float(r[i])
             out[f"{pre}_per_class/f1_{name}"] = float(f[i])
+        # 95 % intervals over the images (Wilson for accuracy, a seeded bootstrap for macro-F1).
+        out.update(intervals.split_intervals(pre, self.y_true, self.y_pred))
         out.update({f"{pre}_{k}": float(v) for k, v in self.extra.items()})
         group = f"{pre}_calibration"  # one chart group: ECE and NLL, before and after temperature scaling
         out[f"{group}/ece"] = calibration.ece(self.probs, self.y_true)
@@ -93,6 +96,18 @@ class SplitEvaluation:
             return None
         keep, heat, layer = self.saliency
         return saliency.grid_figure(self.x[keep], self.y_true[keep], heat, self.probs[keep], title=title, layer=layer)
+
+    def predictions(self) -> pd.DataFrame:
+        """One row per image: its file, true and predicted class, right or not, the 7 probabilities and the
+        TTA predictions — what `fer-exp compare` pairs two models on."""
+        names = self.names if self.names is not None else np.array([f"#{i}" for i in range(len(self.y_true))])
+        table = pd.DataFrame({"image": names, "label": np.asarray(CLASSES)[self.y_true],
+                              "predicted": np.asarray(CLASSES)[self.y_pred], "correct": self.y_pred == self.y_true})
+        for i, name in enumerate(CLASSES):
+            table[f"p_{name}"] = self.probs[:, i].round(5)
+        for kind, pred in self.tta_pred.items():
+            table[f"predicted_tta_{kind}"] = np.asarray(CLASSES)[pred]
+        return table
 
     def mistakes(self) -> pd.DataFrame:
         """The most confident mistakes per true class (`mistakes`)."""
@@ -138,10 +153,10 @@ def evaluate_split(models, split: str, x: np.ndarray, y: np.ndarray, *, tta: tup
     widest = "tencrop" if "tencrop" in tta else "flip" if "flip" in tta else "none"
     with step(f"evaluating {name} ({len(y)} images{', TTA ' + ' + '.join(tta) if tta else ''})"):
         per_view = view_probs(models, x, widest)
-        extra = {f"tta_{kind}_accuracy": float(accuracy_score(y, combine(per_view, kind).argmax(axis=1)))
-                 for kind in tta}
+        tta_pred = {kind: combine(per_view, kind).argmax(axis=1) for kind in tta}
+        extra = {f"tta_{kind}_accuracy": float(accuracy_score(y, pred)) for kind, pred in tta_pred.items()}
     ev = SplitEvaluation(split=split, y_true=np.asarray(y), probs=combine(per_view, "none"), extra=extra, x=x,
-                         names=names)
+                         names=names, tta_pred=tta_pred)
     if explain:
         with step(f"Grad-CAM on {name}"):
             ev.explain(models[0] if isinstance(models, (list, tuple)) else models)

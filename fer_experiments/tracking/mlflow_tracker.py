@@ -28,6 +28,7 @@ from . import logged_models, records, ui_views
 from .base import check_resumable, ending
 from .epochs import EpochMetrics
 from .outputs import OutputRecords
+from .repeat_runs import RepeatRecords
 from .study_runs import StudyRecords
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # `mlflow ui` opens on the runs
@@ -85,7 +86,7 @@ def _raise_keyboard_interrupt(signum, frame):  # SIGTERM (mlflow run's Ctrl-C, k
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-class MlflowTracker(StudyRecords, OutputRecords):
+class MlflowTracker(StudyRecords, OutputRecords, RepeatRecords):
     """Records into the MLflow tracking store (MLFLOW_TRACKING_URI or MLflow's default)."""
 
     enabled = True

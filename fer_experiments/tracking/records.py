@@ -31,12 +31,16 @@ def input_tags(counts: dict, synthetic: bool) -> dict:
     return {"counts": json.dumps(counts), "images": str(sum(counts.values())), "synthetic": str(synthetic)}
 
 
+PREDICTIONS = "predictions.csv"  # evaluation/<split>/predictions.csv: one row per image (`SplitEvaluation.predictions`)
+
+
 def evaluation_artifacts(ev, title: str) -> dict:
     """Artifact path → text or matplotlib figure, for one split's evaluation."""
     base = f"evaluation/{ev.split}"
     out = {f"{base}/confusion_matrix.json": ev.confusion_json(),
            f"{base}/classification_report.txt": ev.report(),
            f"{base}/confident_mistakes.csv": ev.mistakes().to_csv(index=False),
+           f"{base}/{PREDICTIONS}": ev.predictions().to_csv(index=False),
            f"{base}/confusion_matrix.png": ev.confusion_figure(title),
            f"{base}/reliability.png": ev.reliability_figure(f"calibration — {title}")}
     figures = {"confident_mistakes.png": ev.mistakes_figure(f"most confident mistakes — {title}"),

@@ -7,7 +7,7 @@ DATASET = "fer.dataset"                # dataset name (folder / CSV / synthetic)
 INIT = "fer.init"                      # "from scratch" | "imagenet" | "weights file"
 PRESET = "fer.preset"                  # experiments/<preset>.yaml the run started from
 BENCHMARK = "fer.benchmark"            # benchmark part or recipe that made the run
-RUN_KIND = "fer.run_kind"              # study | worker | evaluation | export | report
+RUN_KIND = "fer.run_kind"              # study | worker | repeats | evaluation | export | report | compare
 MODEL_URI = "fer.model_uri"            # models:/… logged by a training run
 SOURCE_RUN = "fer.source_run"          # the training run an evaluation or export came from
 EVALUATED_MODEL = "fer.evaluated_model"
@@ -18,6 +18,10 @@ IMPORTED_FROM = "fer.imported_from"    # the file-only run folder an imported ru
 LEARNED_NOTHING = "fer.learned_nothing"  # "true" | "false": test (else validation) accuracy no better than the
                                          # majority-class rate by more than evaluation.baseline's margin
 VS_MAJORITY = "fer.vs_majority"        # that comparison in words: accuracy, majority rate and class, margin, images
+REPEAT_GROUP = "fer.repeat_group"    # one configuration trained with several seeds: the key its runs share
+REPEAT_SEED = "fer.repeat_seed"      # the seed of one run of a repeat set
+REPEATS = "fer.repeats"              # on a repeat set's parent: how many seeds it was asked for
+SEEDS = "fer.seeds"                  # … and which: "42,43,44"
 IMAGES = "fer.images"                  # images per split the run really used, e.g. "train 3000, val 2871, test 3000"
 
 STUDY_NAME = "optuna.study_name"

@@ -4,6 +4,7 @@
 - `build`: network + augmenter, optimizer and schedule, loss, class weights, run name and description;
 - `resume`: early stopping and learning-rate plateaus whose state survives a killed run;
 - `snapshots`: the per-epoch image of fixed validation faces and their predictions;
+- `repeats`: one configuration trained with several seeds, under one parent run (`--repeats N`);
 - `progress`: the console line, with its seconds, of each step of the end-of-run work;
 - `precision`: float32 or mixed precision, chosen per machine; `devices`: backend, devices, data parallelism.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-_FROM = {"train": "trainer", "TrainResult": "trainer", "backup_dir": "trainer",
+_FROM = {"train": "trainer", "TrainResult": "trainer", "backup_dir": "trainer", "train_repeats": "repeats",
          **dict.fromkeys(("build_model", "build_net", "float32_copy", "learning_rate", "make_optimizer", "run_name",
                           "describe", "initialisation", "shrink", "loss_and_targets", "class_weights", "jit_compile"),
                         "build")}

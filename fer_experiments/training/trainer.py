@@ -81,7 +81,8 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
     tags = {T.SYNTHETIC: str(ds.synthetic).lower(), T.MODEL: cfg.model, T.DATASET: ds.name,
             T.INIT: initialisation(cfg), T.PRESET: preset or "none", **(extra_tags or {})}
     with parallel, tracker.run(experiment=experiment or tracking.experiment_name_for(ds.synthetic),
-                     run_name=run_name(cfg, ds, preset, tags.get(T.TRIAL_NUMBER, "")), tags=tags,
+                     run_name=run_name(cfg, ds, preset, tags.get(T.TRIAL_NUMBER, ""))
+                     + (f"-seed{cfg.seed}" if T.REPEAT_SEED in tags else ""), tags=tags,
                      description=describe(cfg, ds, preset), resume_run_id=resume_run_id,
                      parent_run_id=parent_run_id) as run_id:
         tracker.log_config(dataclasses.asdict(cfg))
@@ -167,7 +168,7 @@ def model_figures(metrics: dict) -> dict:
     """What a LoggedModel carries: its own final figures on each split, as the loaded model gives them
     (accuracy, macro-F1; no TTA, no per-class detail, no epoch history)."""
     return {k: v for k, v in metrics.items() if k.startswith(("validation_", "test_")) and "/" not in k
-            and "_tta_" not in k}
+            and "_tta_" not in k and "_ci_" not in k}
 
 
 def _feeds(cfg: TrainConfig, train_split, val_split, targets, n_devices: int) -> tuple[dict, tuple]:
