@@ -36,6 +36,7 @@ def _quiet_libraries() -> None:
     if os.environ.get("FER_DEBUG"):
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # 2: errors only
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a bar per artifact read (compare)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)  # tf_logging's logger: the retracing warning
     logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # its metrics are still recorded
 

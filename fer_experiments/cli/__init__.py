@@ -2,7 +2,7 @@
 
 - `group`: the error contract (one line, exit 2, for what the user can fix), option spellings, and
   the options generated from `TrainConfig`;
-- `training_commands` (train, tune, import-run), `evaluation_commands` (evaluate, report),
+- `training_commands` (train, tune, import-run), `evaluation_commands` (evaluate, report, compare),
   `inference_commands` (predict, explain, export), `data_commands` (data inspect/synthetic/convert).
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from .data_commands import data
-from .evaluation_commands import evaluate, report
+from .evaluation_commands import compare, evaluate, report
 from .group import FerGroup
 from .inference_commands import explain, export, predict
 from .training_commands import import_run, train, tune
@@ -21,5 +21,5 @@ def main():
     """Facial-emotion recognition experiments on FER-2013, tracked in MLflow."""
 
 
-for command in (train, tune, evaluate, report, predict, explain, export, import_run, data):
+for command in (train, tune, evaluate, report, compare, predict, explain, export, import_run, data):
     main.add_command(command)

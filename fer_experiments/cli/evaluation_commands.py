@@ -36,3 +36,28 @@ def report(mlflow_experiment, out, include_trials, no_log):
 
     for path in reporting.write(mlflow_experiment, out, include_trials=include_trials, log=not no_log):
         click.echo(f"wrote {path}")
+
+
+@click.command()
+@click.argument("refs", nargs=-1, required=True, metavar="RUN_OR_MODEL...")
+@option("--split", default="test", show_default=True, help="the evaluated split to compare on (val or test)")
+@mlflow_experiment_option("MLflow experiment for the compare run [the first run's]")
+@option("--out", default="compare", show_default=True, help="folder for compare.md, arms.csv, pairs.csv, forest.png")
+@option("--seed", default=0, show_default=True, type=int, help="seed of the paired bootstrap")
+@option("--no-log", is_flag=True, help="write the files only; no compare run in MLflow")
+def compare(refs, split, mlflow_experiment, out, seed, no_log):
+    """Which models are better on the same images: training or evaluation runs (ids), models:/ URIs, or
+    repeat sets (their parent run ids; their seeds are compared as a group). Prints and logs each model's
+    accuracy with its 95 % interval and, per pair, the difference with its interval, a p-value
+    (exact McNemar / t over seeds) Holm-corrected over all pairs, and a verdict."""
+    from ..evaluation import compare as comparing
+
+    table, pairs, files = comparing.write(list(refs), out, split=split, experiment=mlflow_experiment,
+                                          log=not no_log, seed=seed)
+    for row in table.to_dict("records"):
+        click.echo(f"{row['arm']}: {100 * row['accuracy']:.1f} % [{100 * row['ci_low']:.1f}, {100 * row['ci_high']:.1f}]"
+                   f" ({row['interval']})")
+    for row in pairs.to_dict("records"):
+        click.echo(f"{row['a']} vs {row['b']}: {row['verdict']}  [{row['test']}]")
+    for f in files:
+        click.echo(f"wrote {f}")

@@ -27,6 +27,8 @@ BACKBONE_ONLY = ("unfreeze", "weights", "image_size")  # knobs of the registry's
 SIZES = ("limit", "n_train", "n_val", "n_test")  # what the run really used: `limit` (0 = none) and images per split
 METRICS = ("epochs_run", "validation_accuracy", "test_accuracy", "test_macro_f1", "test_tta_flip_accuracy",
            "test_tta_tencrop_accuracy", "test_calibration/ece", "test_calibration/ece_calibrated")
+# 95 % intervals: over the test images (Wilson, bootstrap) for one run, over the seeds for a repeat set.
+INTERVALS = ("test_accuracy", "test_macro_f1")
 CONFUSION_PANELS = 6  # at most this many confusion matrices side by side (the best by validation)
 
 
@@ -36,8 +38,10 @@ def collect(experiment: str, *, include_trials: bool = False, tracker=None) -> p
     if runs.empty or f"tags.{T.MODEL}" not in runs:
         return pd.DataFrame()
     runs = runs[runs[f"tags.{T.MODEL}"].notna()]
-    if not include_trials and f"tags.{T.TRIAL_STATE}" in runs:
-        runs = runs[runs[f"tags.{T.TRIAL_STATE}"].isna()]
+    if not include_trials:  # a study's trials and a repeat set's seeds are summed up by their parent's row
+        for child in (T.TRIAL_STATE, T.REPEAT_SEED):
+            if f"tags.{child}" in runs:
+                runs = runs[runs[f"tags.{child}"].isna()]
     table = pd.DataFrame({
         "run_id": runs["run_id"], "run_name": runs.get("tags.mlflow.runName"),
         "synthetic": runs[f"tags.{T.SYNTHETIC}"].eq("true"),
@@ -45,7 +49,10 @@ def collect(experiment: str, *, include_trials: bool = False, tracker=None) -> p
         "init": runs.get(f"tags.{T.INIT}"),
         "learned_nothing": runs.get(f"tags.{T.LEARNED_NOTHING}", pd.Series(index=runs.index, dtype=object)).map(
             {"true": True, "false": False}),  # None for runs made before the tag
+        "seeds": pd.to_numeric(runs.get("metrics.seeds_finished", pd.Series(index=runs.index, dtype=float))),
         **{m: runs.get(f"metrics.{m}") for m in METRICS},
+        **{f"{m}_ci_{end}": runs.get(f"metrics.{m}_ci_{end}") for m in INTERVALS for end in ("low", "high")},
+        **{f"{m}_sd": runs.get(f"metrics.{m}_sd") for m in INTERVALS},
         "minutes": (runs["end_time"] - runs["start_time"]).dt.total_seconds() / 60,
         **{f"recall_{c}": _either(runs, f"metrics.test_per_class/recall_{c}", f"metrics.test_recall_{c}") for c in CLASSES},
     })
@@ -76,13 +83,26 @@ def markdown(table: pd.DataFrame, title: str) -> str:
                  sizes.astype(str).agg("/".join, axis=1).where(shown["n_train"].notna()))
     shown = shown.drop(columns=["n_train", "n_val", "n_test"])
     shown["learned_nothing"] = shown["learned_nothing"].map({True: "YES", False: "no"})
+    for m in INTERVALS:  # "65.1 % [63.5, 66.6]"; a repeat set's mean ± sd over its seeds
+        shown[m] = [with_interval(*v) for v in zip(table[m], table[f"{m}_ci_low"], table[f"{m}_ci_high"], table[f"{m}_sd"])]
+        shown = shown.drop(columns=[f"{m}_ci_low", f"{m}_ci_high", f"{m}_sd"])
+    shown["seeds"] = shown["seeds"].map(lambda v: None if pd.isna(v) else f"{int(v)}")  # repeat sets only
     shown = shown.assign(run_id=shown["run_id"].str[:8]).dropna(axis=1, how="all")
-    fmt = {c: "{:.4f}".format for c in METRICS[1:] if c in shown}
+    fmt = {c: "{:.4f}".format for c in METRICS[1:] if c in shown and c not in INTERVALS}
     fmt["minutes"] = "{:.1f}".format
     for col, f in fmt.items():
         shown[col] = shown[col].map(lambda v, f=f: "–" if pd.isna(v) else f(v))
     shown = shown.astype(object).where(shown.notna(), "–")  # a blank cell is a dash, never "nan"
     return f"## {title}\n\n{len(shown)} runs, sorted by validation accuracy.\n\n{shown.to_markdown(index=False)}\n"
+
+
+def with_interval(value, low, high, sd=None) -> str:
+    """A figure as the report prints it: `65.1 % [63.5, 66.6]` (± sd over seeds where there is one)."""
+    if pd.isna(value):
+        return "–"
+    spread = "" if sd is None or pd.isna(sd) else f" ± {100 * sd:.1f}"
+    ends = "" if pd.isna(low) or pd.isna(high) else f" [{100 * low:.1f}, {100 * high:.1f}]"
+    return f"{100 * value:.1f} %{spread}{ends}"
 
 
 def accuracy_figure(table: pd.DataFrame, title: str):

@@ -9,7 +9,10 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
+from . import logged_models, records
 from . import tags as T
+
+PREDICTIONS_CAP = 50_000_000  # bytes: a predictions table larger than this is not one of ours
 
 
 class OutputRecords:
@@ -50,4 +53,61 @@ class OutputRecords:
             self.log_params(params)
             self.log_metrics(metrics)
             mlflow.log_artifact(path, "export")
+        return run_id
+
+    # -- fer-exp compare ------------------------------------------------------------------------------
+    def comparison_arm(self, ref: str, split: str) -> dict:
+        """What `compare` needs of one argument — a run id, a models:/ or runs:/ URI (its run), or a repeat
+        set's parent (its FINISHED seeds): {label, run_ids, tables (each run's predictions on `split`), digest}."""
+        run_id = ref
+        if ref.startswith(("models:/", "runs:/")):
+            run_id, _ = logged_models.source_run_tags(ref)
+            if not run_id:
+                raise UserError(f"{ref} names no model logged by a run in {mlflow.get_tracking_uri()}: pass a run id "
+                                f"or a models:/ URI of this store")
+        run = self._existing_run(run_id)
+        kind, label = run.data.tags.get(T.RUN_KIND), run.data.tags.get("mlflow.runName", run_id[:8])
+        if kind == "study":
+            raise UserError(f"run {run_id} is a study's parent: compare its champion (models:/<name>@champion) or its "
+                            f"trial runs")
+        runs = [run]
+        if kind == "repeats":
+            runs = [r for r in self.repeat_children(run_id, run.data.tags[T.REPEAT_GROUP]).values()
+                    if r.info.status == "FINISHED"]
+            if not runs:
+                raise UserError(f"repeat set {run_id} has no finished seed yet: finish it (rerun its command) first")
+        return {"label": label, "run_ids": [r.info.run_id for r in runs],
+                "tables": [self._predictions(r, split) for r in runs], "digest": run.data.params.get("dataset_digest", "")
+                or runs[0].data.params.get("dataset_digest", "")}
+
+    @staticmethod
+    def _predictions(run, split: str) -> pd.DataFrame:
+        path = f"evaluation/{split}/{records.PREDICTIONS}"
+        listed = {a.path: a for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, f"evaluation/{split}")}
+        if path not in listed:
+            raise UserError(f"run {run.info.run_id} has no per-image predictions on its {split} split ({path}; runs made "
+                            f"before they were logged have none): re-evaluate its model with `fer-exp evaluate "
+                            f"{run.data.tags.get(T.MODEL_URI, 'MODEL_URI')} --data DATA` and compare that evaluation run")
+        if (listed[path].file_size or 0) > PREDICTIONS_CAP:
+            raise UserError(f"run {run.info.run_id}'s {path} is {listed[path].file_size} bytes, over {PREDICTIONS_CAP}: "
+                            f"not a predictions table of this project")
+        local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=path)
+        table = pd.read_csv(local)
+        missing = {"image", "label", "predicted", "correct"} - set(table)
+        if missing:
+            raise UserError(f"run {run.info.run_id}'s {path} lacks column(s) {', '.join(sorted(missing))}: re-evaluate "
+                            f"its model with `fer-exp evaluate`")
+        return table
+
+    @staticmethod
+    def experiment_of(run_id: str) -> str:
+        return mlflow.get_experiment(mlflow.get_run(run_id).info.experiment_id).name
+
+    def log_comparison(self, experiment: str, files: list, run_ids: list[str], split: str) -> str:
+        """A run tagged fer.run_kind=compare holding the comparison's files; its id."""
+        with self.run(experiment=experiment, run_name=f"compare-{len(run_ids)}-runs",
+                      tags={T.RUN_KIND: "compare", T.COMPARED_RUNS: " ".join(run_ids)}) as run_id:
+            self.log_params({"split": split, "n_runs": len(run_ids)})
+            for f in files:
+                mlflow.log_artifact(str(f), "compare")
         return run_id

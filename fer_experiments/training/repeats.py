@@ -82,7 +82,8 @@ def train_repeats(cfg: TrainConfig, n: int, *, tracker, train, experiment: str, 
            f"{'synthetic' if ds.synthetic else ds.name}"
     tags = {T.MODEL: cfg.model, T.SYNTHETIC: str(ds.synthetic).lower(), T.DATASET: ds.name, T.PRESET: preset or "none",
             T.REPEATS: str(n), T.SEEDS: ",".join(map(str, seeds(cfg, n)))}  # tags: a set may be extended
-    params = {**{k: v for k, v in dataclasses.asdict(resolved).items() if k != "seed"}, "seed": cfg.seed}
+    params = {**{k: v for k, v in dataclasses.asdict(resolved).items() if k != "seed"}, "seed": cfg.seed,
+              "dataset": ds.name, "dataset_digest": ds.digest}
     parent, resumed = tracker.repeat_parent(experiment, key, name, tags, params,
                                             describe(cfg, n, preset, fer_data.data_words(ds.name, ds.synthetic)))
     status = "FAILED"
