@@ -40,6 +40,9 @@ def test_repeats_make_seeded_siblings_a_parent_of_their_mean_and_resume_missing_
     assert sorted(int(c.data.tags[T.REPEAT_SEED]) for c in children) == [7, 8, 9]
     assert sorted(c.data.params["seed"] for c in children) == ["7", "8", "9"]
     assert {c.data.tags[T.REPEAT_GROUP] for c in children} == {parent.data.tags[T.REPEAT_GROUP]}
+    # What MLflow's Group by (the printed view) groups them by: the set in words, the same on every seed.
+    assert {c.data.tags[T.REPEAT_SET] for c in children} == {parent.data.tags[T.REPEAT_SET]}
+    assert parent.data.tags[T.REPEAT_SET].startswith("custom batch_size=32 diagnostics=false epochs=1 on synthetic [")
     for key in ("validation_accuracy", "test_accuracy", "test_macro_f1"):
         values = np.array([c.data.metrics[key] for c in children])
         assert parent.data.metrics[key] == pytest.approx(values.mean())

@@ -17,6 +17,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from . import tags as T
+from . import ui_views
 from .records import param_value
 
 
@@ -50,7 +51,16 @@ class RepeatRecords:
         client.log_batch(run_id, params=[Param(k, param_value(v)) for k, v in params.items() if k not in existing],
                          tags=[RunTag(k, str(v)) for k, v in {**tags, "mlflow.runName": run_name, T.REPEAT_GROUP: key,
                                                               T.RUN_KIND: "repeats", MLFLOW_RUN_NOTE: description}.items()])
+        ui_views.save_view(exp_id, ui_views.REPEATS_VIEW, "FER: seed repeats, grouped", ui_views.repeats_state())
         return run_id, bool(earlier)
+
+    def repeats_link(self, parent_run_id: str) -> str:
+        """The runs page with every repeat set's seeds grouped, each group's row their average."""
+        return ui_views.runs_link(mlflow.MlflowClient().get_run(parent_run_id).info.experiment_id, ui_views.REPEATS_VIEW)
+
+    def label_child(self, run_id: str, words: str) -> None:
+        """The set's name on one of its seeds (tag `fer.repeat_set`: the runs page groups by it)."""
+        mlflow.MlflowClient().set_tag(run_id, T.REPEAT_SET, words)
 
     def repeat_children(self, parent_run_id: str, key: str) -> dict:
         """seed → the newest run of the set under this parent (FINISHED preferred), deleted ones aside."""

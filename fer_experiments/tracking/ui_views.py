@@ -92,6 +92,20 @@ def study_state(parent_run_id: str, tuned: list[str]) -> dict:
             **_charts((parallel,), (_section("fer-tuned", STUDY_SECTION, columns=1, cardHeight=400),))}
 
 
+REPEATS_VIEW = "fer-repeats"
+
+
+def repeats_state() -> dict:
+    """Every seed of every repeat set (`train --repeats`), grouped by set (tag `fer.repeat_set`): a
+    group's row shows the average over its seeds, as MLflow's own *Group by* does; the sets' parents
+    (which hold mean, sd and interval themselves) are left out so they are not averaged in."""
+    return {"searchFilter": "tags.`fer.repeat_seed` LIKE '%'", "orderByKey": "metrics.`validation_accuracy`",
+            "orderByAsc": False, "selectedColumns": _columns(HEADLINE_METRICS, HEADLINE_PARAMS), "columnOrder": [],
+            "groupBy": {"aggregateFunction": "average",
+                        "groupByKeys": [{"mode": "tag", "groupByData": "fer.repeat_set"}]},
+            **_charts()}
+
+
 def study_view(parent_run_id: str) -> str:
     return f"fer-study-{parent_run_id[:12]}"
 

@@ -68,8 +68,16 @@ def describe(cfg: TrainConfig, n: int, preset: str, data_words: str) -> str:
             f"augmentation and the validation carve; the test images are the same. repeats/seeds.csv lists them.")
 
 
+def label(cfg: TrainConfig, preset: str = "", given: dict | None = None) -> str:
+    """A set's name in words: the preset (else the model) and the settings given on top of it, e.g.
+    `fer_compact_fast precision=float32` — what tells two sets of one preset apart."""
+    skip = {"data", "seed", *(() if preset else ("model",))}
+    return " ".join([preset or cfg.model, *(f"{k}={v}" for k, v in sorted((given or {}).items())
+                                             if v is not None and k not in skip)])
+
+
 def train_repeats(cfg: TrainConfig, n: int, *, tracker, train, experiment: str, preset: str = "",
-                  verbose: int = 2, echo=print) -> RepeatResult:
+                  given: dict | None = None, verbose: int = 2, echo=print) -> RepeatResult:
     """Train `cfg` with `n` seeds as children of one parent (`tracking.repeat_runs`); `train` is
     `trainer.train`. Finished seeds are skipped, killed ones resumed."""
     from .. import data as fer_data
@@ -78,9 +86,12 @@ def train_repeats(cfg: TrainConfig, n: int, *, tracker, train, experiment: str, 
     resolved = cfg.resolved()
     ds = fer_data.load_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)  # its name (cached after)
     experiment = experiment or T.experiment_name_for(ds.synthetic)
-    name = f"{preset or cfg.model}-{n}seeds{f'-limit{cfg.limit}' if cfg.limit else ''}-" \
-           f"{'synthetic' if ds.synthetic else ds.name}"
-    tags = {T.MODEL: cfg.model, T.SYNTHETIC: str(ds.synthetic).lower(), T.DATASET: ds.name, T.PRESET: preset or "none",
+    words = label(cfg, preset, given)
+    data = "synthetic" if ds.synthetic else ds.name
+    name = f"{words.replace(' ', '-')}-{n}seeds-{data}"
+    shown = f"{words} on {data} [{key[:6]}]"  # the value MLflow's Group by shows for the set's seeds
+    tags = {T.REPEAT_SET: shown, T.MODEL: cfg.model, T.SYNTHETIC: str(ds.synthetic).lower(), T.DATASET: ds.name,
+            T.PRESET: preset or "none",
             T.REPEATS: str(n), T.SEEDS: ",".join(map(str, seeds(cfg, n)))}  # tags: a set may be extended
     params = {**{k: v for k, v in dataclasses.asdict(resolved).items() if k != "seed"}, "seed": cfg.seed,
               "dataset": ds.name, "dataset_digest": ds.digest}
@@ -103,6 +114,7 @@ def train_repeats(cfg: TrainConfig, n: int, *, tracker, train, experiment: str, 
                                resume_run_id=resume, tracker=tracker, preset=preset, verbose=verbose,
                                extra_tags={T.REPEAT_GROUP: key, T.REPEAT_SEED: str(seed)})
                 metrics, run_ids[seed] = result.metrics, result.run_id
+            tracker.label_child(run_ids[seed], shown)
             rows.append({"seed": seed, "run_id": run_ids[seed], **{k: metrics.get(k) for k in FIGURES}})
             table = pd.DataFrame(rows)
             summary = summarize(table)
