@@ -31,7 +31,7 @@ def train(preset, mlflow_experiment, resume_run_id, run_folder, repeats, **optio
     tracker = tracking.FileTracker(run_folder) if run_folder else tracking.MlflowTracker()
     if repeats > 1:
         return _train_repeats(cfgmod.build_config(given(preset), **options), repeats, tracker, mlflow_experiment,
-                              given(preset) or "")
+                              given(preset) or "", options)
     if resume_run_id:
         cfg = cfgmod.TrainConfig(**tracker.run_config(resume_run_id)).validate()
         preset = tracker.run_tags(resume_run_id).get(tracking.tags.PRESET)
@@ -50,11 +50,11 @@ def train(preset, mlflow_experiment, resume_run_id, run_folder, repeats, **optio
         click.echo(f"in `mlflow ui`: this run {links['run']}\n              all runs, best first {links['runs']}")
 
 
-def _train_repeats(cfg, n: int, tracker, experiment: str | None, preset: str) -> None:
+def _train_repeats(cfg, n: int, tracker, experiment: str | None, preset: str, options: dict) -> None:
     from .. import training
 
     result = training.train_repeats(cfg, n, tracker=tracker, train=training.train, experiment=experiment or "",
-                                    preset=preset, echo=click.echo)
+                                    preset=preset, given=options, echo=click.echo)
     click.echo(result.table.dropna(axis=1, how="all").to_string(index=False, float_format="{:.4f}".format))
     s = result.summary
     for key in ("validation_accuracy", "test_accuracy", "test_macro_f1"):
@@ -62,7 +62,8 @@ def _train_repeats(cfg, n: int, tracker, experiment: str | None, preset: str) ->
             click.echo(f"{key} over {int(s['seeds_finished'])} seeds: mean {s[key]:.4f}, sd {s[key + '_sd']:.4f}, "
                        f"95 % t-interval [{s[key + '_ci_low']:.4f}, {s[key + '_ci_high']:.4f}]")
     links = tracker.ui_links(result.parent_run_id)
-    click.echo(f"repeat set: parent run {result.parent_run_id}\nin `mlflow ui`: {links['run']}")
+    click.echo(f"repeat set: parent run {result.parent_run_id}\nin `mlflow ui`: the set {links['run']}\n"
+               f"              every set's seeds grouped, their average {tracker.repeats_link(result.parent_run_id)}")
 
 
 def _trained_on(tags: dict, limit: int) -> tuple[str, str]:

@@ -20,6 +20,7 @@ LEARNED_NOTHING = "fer.learned_nothing"  # "true" | "false": test (else validati
                                          # majority-class rate by more than evaluation.baseline's margin
 VS_MAJORITY = "fer.vs_majority"        # that comparison in words: accuracy, majority rate and class, margin, images
 REPEAT_GROUP = "fer.repeat_group"    # one configuration trained with several seeds: the key its runs share
+REPEAT_SET = "fer.repeat_set"        # … in words (preset, the settings given, data, key): what the UI groups by
 REPEAT_SEED = "fer.repeat_seed"      # the seed of one run of a repeat set (or of a study's confirmation run)
 REPEATS = "fer.repeats"              # on a repeat set's parent: how many seeds it was asked for
 SEEDS = "fer.seeds"                  # … and which: "42,43,44"
