@@ -19,7 +19,7 @@ as in the `step` part), the clock stopped only after every weight has been read 
 asynchronous dispatch cannot stop it early. One arm is timed at a time, the other process idling;
 measurements are interleaved in rounds — [TF f32, JAX f32, TF bf16, JAX bf16, JAX uncompiled] ×
 `repeats` — so a change in the machine's speed hits every arm alike. Kept: every round's figure,
-the median per arm, and TF ÷ JAX per precision from the medians (and per round, to show the noise).
+each arm's median and spread, and TF ÷ JAX per precision, judged by `validity` (and per round).
 Every wait on a worker has a time limit; a worker that misses it is killed and the part fails.
 """
 from __future__ import annotations
@@ -28,7 +28,6 @@ import json
 import os
 import queue
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,8 @@ from pathlib import Path
 
 import click
 import numpy as np
+
+from . import validity
 
 # (name, backend, precision, jit_compile setting) in the order of one round.
 ARMS = (("tensorflow_float32", "tensorflow", "float32", "auto"),
@@ -178,20 +179,18 @@ def measure(data: str, *, steps: int = 12, repeats: int = 3, preset: str = "cust
     arms = {}
     for name, backend, precision, jit in ARMS:
         arms[name] = {"backend": backend, "precision": precision, "jit_compile": jit, **info[name],  # as the worker built it
-                      "rounds_ips": rounds[name], "median_ips": statistics.median(rounds[name])}
-    ratios = {}
-    for p in PRECISIONS:
-        tf_arm, jax_arm = arms[f"tensorflow_{p}"], arms[f"jax_{p}"]
-        ratios[p] = {"tf_over_jax": tf_arm["median_ips"] / jax_arm["median_ips"],
-                     "per_round": [a / b for a, b in zip(tf_arm["rounds_ips"], jax_arm["rounds_ips"])]}
-    jit, eager = arms["jax_float32"], arms["jax_float32_uncompiled"]
-    ratios["jax_compiled_over_uncompiled"] = {
-        "ratio": jit["median_ips"] / eager["median_ips"],
-        "per_round": [a / b for a, b in zip(jit["rounds_ips"], eager["rounds_ips"])]}
+                      "ips": validity.summarize(rounds[name])}
+
+    def ratio(a: str, b: str) -> dict:
+        return {**validity.ab(arms[a]["ips"], arms[b]["ips"], names=(a, b)),
+                "per_round": [x / y for x, y in zip(rounds[a], rounds[b])]}
+
+    ratios = {p: ratio(f"tensorflow_{p}", f"jax_{p}") for p in PRECISIONS}
+    ratios["jax_compiled_over_uncompiled"] = ratio("jax_float32", "jax_float32_uncompiled")
     command = (f"python -m benchmarks.run --data {data} --part backends --step-batches {steps} --repeats {repeats}"
                + ("" if preset == "custom_aug" else f" --step-model {preset}"))
     return {"preset": preset, "steps": steps, "batch_size": batch, "images_timed": n, "repeats": repeats,
-            "order": [a[0] for a in ARMS], "arms": arms, "ratios": ratios, "versions": _versions(),
+            "rules": validity.RULES, "order": [a[0] for a in ARMS], "arms": arms, "ratios": ratios, "versions": _versions(),
             "cpu_model": _cpu_model(), "cpu_flags": sorted(flags), "bf16_native": any(f in flags for f in BF16_CPU_FLAGS),
             "command": command}
 

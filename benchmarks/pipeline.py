@@ -7,7 +7,6 @@ and per-image SciPy transforms on every batch). This project: the decoded split 
 """
 from __future__ import annotations
 
-import statistics
 import time
 from pathlib import Path
 
@@ -18,7 +17,10 @@ from fer_experiments import data as fer_data
 from fer_experiments import models, training
 from fer_experiments.config import build_config
 
+from . import validity
+
 BATCH = 64
+REPEATS = 3
 
 
 def notebook_generator(folder: str, seed: int = 0):
@@ -44,16 +46,16 @@ class AugmentOnly(keras.Model):
         return keras.ops.mean(out, axis=(1, 2, 3)) if self.reduce else out
 
 
-def _interleaved(fns: dict, images: int, repeats: int = 3) -> dict:
-    """Images/second of each function, timed in turn (A, B, A, B, …) so that load from elsewhere on
-    the machine hits both alike; the median of `repeats`."""
-    times = {name: [] for name in fns}
+def _interleaved(fns: dict, images: int, repeats: int = REPEATS) -> dict:
+    """Images/second of each function per round, timed in turn (A, B, A, B, …) so that load from
+    elsewhere on the machine hits both alike."""
+    ips = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             t = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t)
-    return {name: images / statistics.median(ts) for name, ts in times.items()}
+            ips[name].append(images / (time.perf_counter() - t))
+    return ips
 
 
 def measure(data: str, *, steps: int = 60) -> dict:
@@ -82,7 +84,10 @@ def measure(data: str, *, steps: int = 60) -> dict:
     plain.fit(gen, steps_per_epoch=4, epochs=1, verbose=0)
     train = _interleaved({"ours": lambda: ours.fit(x, y, batch_size=BATCH, epochs=1, verbose=0),
                           "notebook": lambda: plain.fit(gen, steps_per_epoch=steps, epochs=1, verbose=0)}, n)
-    return {"batch_size": BATCH, "images_timed": n, "repeats": 3, "decode_and_load_s": round(load_s, 2),
-            "ours_pipeline_ips": pipe["ours"], "notebook_pipeline_ips": pipe["notebook"],
-            "pipeline_ratio": pipe["ours"] / pipe["notebook"], "ours_train_ips": train["ours"],
-            "notebook_train_ips": train["notebook"], "train_ratio": train["ours"] / train["notebook"]}
+    figs = {}
+    for what, ips in (("pipeline", pipe), ("train", train)):
+        ours, notebook = validity.summarize(ips["ours"]), validity.summarize(ips["notebook"])
+        figs.update({f"ours_{what}_ips": ours, f"notebook_{what}_ips": notebook,
+                     f"{what}_ratio": validity.ab(ours, notebook, names=("ours", "notebook"))})
+    return {"batch_size": BATCH, "images_timed": n, "repeats": REPEATS, "rules": validity.RULES,
+            "decode_and_load_s": round(load_s, 2), **figs}

@@ -9,7 +9,9 @@
 Results go to ``benchmarks/results/results.json`` (machine-readable; a part's section is replaced
 when it is run again, so parts can be run one at a time) and ``benchmarks/results/results.md``
 (the tables, regenerated from the JSON each time). Training runs are recorded in MLflow's default
-local store of the working directory, like any other run.
+local store of the working directory, like any other run. Every timing is judged by `validity.py`:
+a figure that breaks its rules is written INVALID, with the reason, in place of its number, and the
+console says how many.
 """
 from __future__ import annotations
 
@@ -20,6 +22,8 @@ import time
 from pathlib import Path
 
 import click
+
+from . import validity
 
 PARTS = ("step", "pipeline", "overhead", "accuracy", "compare", "backends")
 DEFAULT_RECIPES = ("fer_compact_fast", "custom:epochs=10", "custom_aug:epochs=10",
@@ -40,7 +44,7 @@ DEFAULT_RECIPES = ("fer_compact_fast", "custom:epochs=10", "custom_aug:epochs=10
               help="step part: models to profile, repeatable [all three]; backends part: the preset timed, "
                    "a name or a .yaml path [custom_aug]")
 @click.option("--repeats", default=3, show_default=True,
-              help="step and backends parts: interleaved measurements per arm (median)")
+              help="step and backends parts: interleaved rounds, i.e. measurements per arm (median and spread)")
 @click.option("--limit", default=4000, show_default=True, help="overhead part: training images per epoch")
 def main(data, parts, recipes, out, steps, step_batches, step_models, repeats, limit):
     out = Path(out)
@@ -77,7 +81,12 @@ def main(data, parts, recipes, out, steps, step_batches, step_models, repeats, l
                 _write(results, out)  # after every recipe: a long part keeps what it has done
         results.setdefault("finished", {})[part] = time.strftime("%Y-%m-%d %H:%M")
         _write(results, out)
-    click.echo((out / "results.md").read_text())
+    table = (out / "results.md").read_text()
+    click.echo(table)
+    for word in ("INVALID", "not resolved"):
+        lines = [line for line in table.splitlines() if word in line and line != validity.RULE_TEXT]
+        if lines:
+            click.echo(f"{len(lines)} line(s) of results.md hold figures {word} (the rules: benchmarks/validity.py)", err=True)
 
 
 def _write(results: dict, out: Path) -> None:

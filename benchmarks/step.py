@@ -9,13 +9,13 @@ For each model, training images/second of
   (iii) for ``custom_aug``: the seed notebook's loop (ImageDataGenerator from the image folder
         feeding the same CNN in fit).
 Alongside: each model's FLOPs per training image and this machine's matmul GFLOP/s (float32 and
-bfloat16), so every step is also a fraction of peak. The measurements of one model are interleaved
-(i, ii, iii, i, ii, iii, …) and the median of `repeats` is kept, so load from elsewhere hits all alike.
+bfloat16), so every step is also a fraction of peak. The measurements of one model are interleaved in
+rounds (peak, i, ii, iii, peak, i, ii, iii, …: the peak is measured in every round, so a busy phase hits
+it as it hits the arms) and each figure is judged by `validity` from its `repeats` rounds.
 """
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import time
 
 import keras
@@ -26,10 +26,14 @@ from fer_experiments import models, training
 from fer_experiments.config import build_config
 from fer_experiments.tracking import tags
 
+from . import validity
 from .pipeline import notebook_generator
 
 EXPERIMENT = "fer-benchmark-step"  # short runs on a few batches: kept out of the model comparison
 RECIPES = (("custom_aug", "custom_aug"), ("fer_compact", "fer_compact_fast"), ("fer_vgg", "fer_vgg"))
+RATIOS = (("full_over_bare", "full", "bare"), ("full_over_notebook", "full", "notebook"),  # (key, A, B): A ÷ B
+          ("full_float32_over_bare_float32", "full_float32", "bare_float32"),
+          ("full_float32_over_notebook", "full_float32", "notebook"), ("feed_over_model", "aug_in_feed", "aug_in_model"))
 
 
 def matmul_gflops(dtype: str, n: int = 2048, repeats: int = 10) -> float:
@@ -147,7 +151,6 @@ def _timed(fn) -> float:
 
 
 def measure(data: str, *, steps: int = 30, repeats: int = 3, recipes=RECIPES) -> dict:
-    peak = {"float32": matmul_gflops("float32"), "bfloat16": matmul_gflops("bfloat16")}
     train = fer_data.load_dataset(data).splits["train"]
     rows = []
     for name, preset in recipes:
@@ -163,25 +166,30 @@ def measure(data: str, *, steps: int = 30, repeats: int = 3, recipes=RECIPES) ->
             if keras.backend.backend() == "tensorflow":
                 arms.update(_augmentation_placement(cfg, x, y))
             arms["notebook"] = _notebook(data, steps)
-        times = {arm: [] for arm in arms}
+        ips = {arm: [] for arm in arms}
+        peak = {"float32": [], "bfloat16": []}
         for _ in range(repeats):
+            for dtype in peak:
+                peak[dtype].append(matmul_gflops(dtype))
             for arm, fn in arms.items():
-                times[arm].append(_timed(fn))
-        ips = {arm: n / statistics.median(ts) for arm, ts in times.items()}
+                ips[arm].append(n / _timed(fn))
         flops = 3 * forward_flops(net)  # forward + backward (input and weight gradients) ≈ 3× forward
-        bf16 = cfg.precision == "mixed_bfloat16"
-        row = {"model": name, "preset": preset, "precision": cfg.precision, "images_timed": n,
-               "train_gflop_per_image": flops / 1e9, **{f"{arm}_ips": v for arm, v in ips.items()},
-               "full_over_bare": ips["full"] / ips["bare"],
-               "bare_float32_peak_share": ips["bare_float32"] * flops / 1e9 / peak["float32"],
-               "bare_peak_share": ips["bare"] * flops / 1e9 / peak["bfloat16" if bf16 else "float32"],
-               "full_peak_share": ips["full"] * flops / 1e9 / peak["bfloat16" if bf16 else "float32"]}
-        if "notebook" in ips:
-            row["full_over_notebook"] = ips["full"] / ips["notebook"]
-            row["full_float32_over_bare_float32"] = ips["full_float32"] / ips["bare_float32"]
-            row["full_float32_over_notebook"] = ips["full_float32"] / ips["notebook"]
-        if "aug_in_feed" in ips:
-            row["feed_over_model"] = ips["aug_in_feed"] / ips["aug_in_model"]
-        rows.append(row)
+        rows.append({"model": name, "preset": preset, "precision": cfg.precision, "images_timed": n,
+                     "train_gflop_per_image": flops / 1e9, **figures(ips, peak, flops, cfg.precision)})
         keras.backend.clear_session()
-    return {"steps": steps, "batch_size": 64, "repeats": repeats, "matmul_gflops": peak, "models": rows}
+    pooled = {d: validity.summarize([v for r in rows for v in r["peak_gflops"][d]["samples"]]) for d in ("float32", "bfloat16")}
+    return {"steps": steps, "batch_size": 64, "repeats": repeats, "rules": validity.RULES, "matmul_gflops": pooled,
+            "models": rows}
+
+
+def figures(ips: dict, peak: dict, flop_per_image: float, precision: str) -> dict:
+    """One model's published figures from its rounds: `ips` (arm → images/second per round) and `peak`
+    (dtype → matmul GFLOP/s per round). Each bare and full step is also a share of the peak of its
+    precision, measured in the same rounds; the ratios of `RATIOS` whose arms were timed."""
+    peak = {dtype: validity.summarize(v) for dtype, v in peak.items()}
+    t = {arm: validity.summarize(v) for arm, v in ips.items()}
+    own = peak["bfloat16" if precision == "mixed_bfloat16" else "float32"]
+    for arm, p in (("bare_float32", peak["float32"]), ("bare", own), ("full", own)):
+        t[arm] = validity.share_of_peak(t[arm], flop_per_image, p)
+    return {"peak_gflops": peak, **{f"{arm}_ips": v for arm, v in t.items()},
+            **{key: validity.ab(t[a], t[b], names=(a, b)) for key, a, b in RATIOS if a in t and b in t}}

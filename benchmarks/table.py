@@ -1,5 +1,8 @@
-"""The markdown tables of `results.json`."""
+"""The markdown tables of `results.json` (pasted into the README): timings as `validity` writes them."""
 from __future__ import annotations
+
+from . import validity
+from .validity import text
 
 
 def _pct(v) -> str:
@@ -8,31 +11,18 @@ def _pct(v) -> str:
 
 def markdown(results: dict) -> str:
     lines = [f"Machine: {results['machine']['cpus']} CPUs, {results['machine']['platform']}", ""]
-    if "step" in results:
-        lines += _step(results["step"])
-    if "backends" in results:
-        lines += _backends(results["backends"])
-    if "pipeline" in results:
-        p = results["pipeline"]
-        lines += ["### (a) Pipeline throughput (custom_aug, batch 64, training images/second)", "",
-                  "| | this project | notebook (ImageDataGenerator.flow_from_directory) | ratio |",
-                  "|---|---|---|---|",
-                  f"| data pipeline only | {p['ours_pipeline_ips']:.0f} | {p['notebook_pipeline_ips']:.0f} "
-                  f"| **{p['pipeline_ratio']:.1f}×** |",
-                  f"| end-to-end training | {p['ours_train_ips']:.0f} | {p['notebook_train_ips']:.0f} "
-                  f"| **{p['train_ratio']:.2f}×** |", ""]
-    if "overhead" in results and "run_overhead_s" in results["overhead"]:
-        o = results["overhead"]
-        lines += ["### (d) MLflow tracking overhead (the trainer with `MlflowTracker` vs `NullTracker`)", "",
-                  f"`{o['model']}` ({o['precision']}), {o['images']} training images, {o['epochs']} epochs, "
-                  f"{o['rounds']} A/B rounds: median epoch {o['tracked_epoch_s']:.2f} s tracked vs "
-                  f"{o['untracked_epoch_s']:.2f} s untracked over {o['repeats']} epochs each (first epochs left out): "
-                  + (f"**{100 * o['overhead']:+.1f} %**. " if o["overhead"] >= 0 else
-                     "**not resolved** — tracked came out faster, so the per-epoch difference is below this "
-                     "machine's noise (a negative overhead is noise, not a figure). ")
-                  + f"Whole runs (evaluation, figures, model logging included): "
-                  f"{o['tracked_run_s']:.1f} s vs {o['untracked_run_s']:.1f} s, i.e. "
-                  f"{o['run_overhead_s']:.1f} s per run for MLflow's end-of-run logging.", ""]
+    timed = [(part, render) for part, render in TIMED if part in results]
+    if timed:
+        lines += [validity.RULE_TEXT, ""]
+    for part, render in timed:
+        section = results[part]
+        if "rules" not in section:  # written before the rules: its figures were never judged
+            lines += [f"### {part}: recorded before the validity rules, so it is not tabled (`results.json` keeps "
+                      f"the old figures); rerun `python -m benchmarks.run --part {part}`.", ""]
+            continue
+        lines += render(section)
+        if section["rules"] != validity.RULES:
+            lines += [f"(Judged by the rules of its time: {section['rules']}.)", ""]
     if "compare" in results:
         lines += _compare(results["compare"])
     rows = results.get("accuracy", [])
@@ -65,46 +55,61 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _opt(row: dict, key: str) -> str:
+    return text(row[key]) if key in row else "–"
+
+
+def _resolved(fig: dict) -> bool:
+    return not fig["invalid"] and fig["resolved"]
+
+
 def _step(s: dict) -> list[str]:
     peak = s["matmul_gflops"]
     lines = [f"### Step profile (training images/second, batch {s['batch_size']}, {s['steps']} batches, "
-             f"median of {s['repeats']} interleaved)", "",
-             f"Machine peak (dense 2048² matmul): **{peak['float32']:.0f} GFLOP/s float32, "
-             f"{peak['bfloat16']:.0f} GFLOP/s bfloat16**.", "",
-             "| model (preset) | GFLOP / train image | bare step float32 | bare step, trainer's precision "
-             "| full `train()` | full ÷ bare | notebook loop | ours ÷ notebook |",
+             f"{s['repeats']} interleaved rounds)", "",
+             f"Machine peak (dense 2048² matmul, measured in every round; each model's shares are of the peak in its "
+             f"own rounds), GFLOP/s: float32 {text(peak['float32'])}, bfloat16 {text(peak['bfloat16'])}.", "",
+             "| model (preset, trainer's precision) | GFLOP / train image | bare step float32 | bare step, trainer's "
+             "precision | full `train()` | full ÷ bare | notebook loop | ours ÷ notebook |",
              "|---|---|---|---|---|---|---|---|"]
     for r in s["models"]:
-        nb = "–" if r.get("notebook_ips") is None else f"{r['notebook_ips']:.0f}"
-        vs_nb = "–" if r.get("full_over_notebook") is None else f"**{r['full_over_notebook']:.2f}×**"
         lines.append(
-            f"| `{r['model']}` ({r['preset']}) | {r['train_gflop_per_image']:.3f} "
-            f"| {r['bare_float32_ips']:.0f} ({_pct(r['bare_float32_peak_share'])} of peak) "
-            f"| {r['bare_ips']:.0f} {r['precision']} ({_pct(r['bare_peak_share'])}) "
-            f"| {r['full_ips']:.0f} ({_pct(r['full_peak_share'])}) | **{r['full_over_bare']:.2f}×** "
-            f"| {nb} | {vs_nb} |")
+            f"| `{r['model']}` ({r['preset']}, {r['precision']}) | {r['train_gflop_per_image']:.3f} "
+            f"| {text(r['bare_float32_ips'])} | {text(r['bare_ips'])} | {text(r['full_ips'])} | {text(r['full_over_bare'])} "
+            f"| {_opt(r, 'notebook_ips')} | {_opt(r, 'full_over_notebook')} |")
     for r in s["models"]:
         if "full_float32_ips" in r:
-            lines += ["", f"`{r['model']}` in float32 throughout (the notebook's precision): full `train()` "
-                      f"{r['full_float32_ips']:.0f} img/s = **{r['full_float32_over_bare_float32']:.2f}×** the float32 bare "
-                      f"step and **{r['full_float32_over_notebook']:.2f}×** the notebook loop."]
+            lines += ["", f"`{r['model']}` in float32 throughout (the notebook's precision), img/s of full `train()`: "
+                      f"{text(r['full_float32_ips'])}; ÷ the float32 bare step {text(r['full_float32_over_bare_float32'])}, "
+                      f"÷ the notebook loop {text(r['full_float32_over_notebook'])}."]
         if "feed_over_model" in r:
-            lines += ["", f"Where `{r['model']}`'s augmentation runs ({r['precision']}, no callbacks): inside the model "
-                      f"{r['aug_in_model_ips']:.0f} img/s, in a parallel prefetched `tf.data` feed {r['aug_in_feed_ips']:.0f} "
-                      f"img/s (**{r['feed_over_model']:.2f}×**)."]
+            lines += ["", f"Where `{r['model']}`'s augmentation runs ({r['precision']}, no callbacks), img/s: inside the "
+                      f"model {text(r['aug_in_model_ips'])}, in a parallel prefetched `tf.data` feed "
+                      f"{text(r['aug_in_feed_ips'])}; feed ÷ model {text(r['feed_over_model'])}."]
     return lines + [""]
 
 
-def _span(values) -> str:
-    return f"{min(values):.2f}–{max(values):.2f}"
+def _pipeline(p: dict) -> list[str]:
+    return [f"### (a) Pipeline throughput (custom_aug, batch {p['batch_size']}, training images/second, "
+            f"{p['repeats']} interleaved rounds)", "",
+            "| | this project | notebook (ImageDataGenerator.flow_from_directory) | ours ÷ notebook |",
+            "|---|---|---|---|",
+            f"| data pipeline only | {text(p['ours_pipeline_ips'])} | {text(p['notebook_pipeline_ips'])} "
+            f"| {text(p['pipeline_ratio'])} |",
+            f"| end-to-end training | {text(p['ours_train_ips'])} | {text(p['notebook_train_ips'])} "
+            f"| {text(p['train_ratio'])} |", ""]
 
 
-def _resolved(per_round) -> str:
-    """A ratio is resolved when every round's pair points the same way; else it is within this machine's noise."""
-    above = sum(r > 1 for r in per_round)
-    if above in (0, len(per_round)):
-        return ""
-    return f" (not resolved: {min(above, len(per_round) - above)} of {len(per_round)} rounds the other way)"
+def _overhead(o: dict) -> list[str]:
+    run = o["run_overhead"]
+    per_run = f", i.e. {o['run_overhead_s']:.1f} s per run for MLflow's end-of-run logging" if _resolved(run) else ""
+    return ["### (d) MLflow tracking overhead (the trainer with `MlflowTracker` vs `NullTracker`)", "",
+            f"`{o['model']}` ({o['precision']}), {o['images']} training images, {o['epochs']} epochs, {o['rounds']} A/B "
+            f"rounds. Seconds per epoch, {o['repeats']} epochs per arm (first epochs left out): tracked "
+            f"{text(o['tracked_epoch_s'], '{:.2f}')}, untracked {text(o['untracked_epoch_s'], '{:.2f}')}; tracked ÷ "
+            f"untracked {text(o['overhead'])}. Whole runs (evaluation, figures, model logging included), seconds: "
+            f"tracked {text(o['tracked_run_s'], '{:.1f}')}, untracked {text(o['untracked_run_s'], '{:.1f}')}; "
+            f"tracked ÷ untracked {text(run)}{per_run}.", ""]
 
 
 def _backends(b: dict) -> list[str]:
@@ -112,26 +117,25 @@ def _backends(b: dict) -> list[str]:
     simd = [f for f in b["cpu_flags"] if f.startswith(("avx2", "avx512", "amx"))]
     v = b["versions"]
     lines = [f"### TensorFlow vs JAX on this CPU (`{b['preset']}`'s training step: the trainer's model, optimizer "
-             f"and XLA choice; batch {b['batch_size']}, {b['steps']} batches of real images per measurement, median of "
+             f"and XLA choice; batch {b['batch_size']}, {b['steps']} batches of real images per measurement, "
              f"{b['repeats']} interleaved rounds, one worker process per backend)", "",
              f"CPU: {b['cpu_model'] or 'unknown'}, {'native' if b['bf16_native'] else '**no native**'} bfloat16 "
              f"(SIMD flags: {', '.join(simd) or 'none'}). Keras {v['keras']}, TensorFlow {v['tensorflow']}, "
              f"JAX {v['jax']}.", "",
-             "| arm | precision | XLA | img/s median | rounds (min–max) |", "|---|---|---|---|---|"]
+             "| arm | precision | XLA | img/s |", "|---|---|---|---|"]
     for name in b["order"]:
         a = b["arms"][name]
         xla = "yes" if a["jit_compile_used"] is True else "no"
         label = names[a["backend"]] + (" (jit_compile=false)" if a["jit_compile"] == "false" else "")
-        lines.append(f"| {label} | {a['precision']} | {xla} | **{a['median_ips']:.0f}** "
-                     f"| {min(a['rounds_ips']):.0f}–{max(a['rounds_ips']):.0f} |")
-    lines += ["", "| precision | TensorFlow ÷ JAX (of the medians) | per round |", "|---|---|---|"]
-    for p in ("float32", "mixed_bfloat16"):
-        r = b["ratios"][p]
-        lines.append(f"| {p} | **{r['tf_over_jax']:.2f}×**{_resolved(r['per_round'])} | {_span(r['per_round'])} |")
-    j = b["ratios"]["jax_compiled_over_uncompiled"]
-    return lines + ["", f"JAX float32 with XLA ÷ without (`jit_compile=false`): **{j['ratio']:.2f}×**"
-                    f"{_resolved(j['per_round'])} (per round {_span(j['per_round'])}).", "",
+        lines.append(f"| {label} | {a['precision']} | {xla} | {text(a['ips'])} |")
+    lines += ["", "| precision | TensorFlow ÷ JAX |", "|---|---|"]
+    lines += [f"| {p} | {text(b['ratios'][p])} |" for p in ("float32", "mixed_bfloat16")]
+    return lines + ["", f"JAX float32 with XLA ÷ without (`jit_compile=false`): "
+                    f"{text(b['ratios']['jax_compiled_over_uncompiled'])}.", "",
                     f"Command: `{b['command']}`", ""]
+
+
+TIMED = (("step", _step), ("backends", _backends), ("pipeline", _pipeline), ("overhead", _overhead))
 
 
 def _compare(c: dict) -> list[str]:

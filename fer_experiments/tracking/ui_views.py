@@ -74,11 +74,19 @@ def _charts(charts: tuple[dict, ...] = (), sections: tuple[dict, ...] = ()) -> d
                                    _section("fer-model", "Model metrics"), _section("fer-system", "System metrics")]}
 
 
+def _headline_columns() -> dict:
+    """The headline columns in the order read — validation accuracy, test accuracy and its interval's two
+    ends, macro-F1s — wide enough that the ends' names show (MLflow would sort them by name and cut them)."""
+    order = [f"metrics.`{m}`" for m in ("validation_accuracy", "test_accuracy", "test_accuracy_ci_low",
+                                         "test_accuracy_ci_high", "validation_macro_f1", "test_macro_f1", "epochs_run")]
+    return {"selectedColumns": _columns(HEADLINE_METRICS, HEADLINE_PARAMS), "columnOrder": order,
+            "columnWidths": dict.fromkeys(order, 160)}
+
+
 def headline_state() -> dict:
     """Every run of the experiment, best validation accuracy first, with the headline columns; as
     charts, the headline figures' bar charts first."""
-    return {"orderByKey": "metrics.`validation_accuracy`", "orderByAsc": False,
-            "selectedColumns": _columns(HEADLINE_METRICS, HEADLINE_PARAMS), "columnOrder": [], **_charts()}
+    return {"orderByKey": "metrics.`validation_accuracy`", "orderByAsc": False, **_headline_columns(), **_charts()}
 
 
 def study_state(parent_run_id: str, tuned: list[str]) -> dict:
@@ -100,7 +108,7 @@ def repeats_state() -> dict:
     group's row shows the average over its seeds, as MLflow's own *Group by* does; the sets' parents
     (which hold mean, sd and interval themselves) are left out so they are not averaged in."""
     return {"searchFilter": "tags.`fer.repeat_seed` LIKE '%'", "orderByKey": "metrics.`validation_accuracy`",
-            "orderByAsc": False, "selectedColumns": _columns(HEADLINE_METRICS, HEADLINE_PARAMS), "columnOrder": [],
+            "orderByAsc": False, **_headline_columns(),
             "groupBy": {"aggregateFunction": "average",
                         "groupByKeys": [{"mode": "tag", "groupByData": "fer.repeat_set"}]},
             **_charts()}
