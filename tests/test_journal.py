@@ -138,7 +138,8 @@ def test_joining_workers_draw_their_own_first_trial(store, tmp_path):
 def _worker(journal, study: str, n_trials: int, epochs: int, env=None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "fer_experiments.cli", "tune", "--model", "custom", "--data", SMALL_DATA,
            "--epochs", str(epochs), "--limit", "150", "--n_trials", str(n_trials), "--study", study,
-           "--storage", f"journal:{journal}", "--sampler", "random", "--pruner", "none", "--diagnostics", "false"]
+           "--storage", f"journal:{journal}", "--sampler", "random", "--pruner", "none", "--diagnostics", "false",
+           "--confirm-top", "0"]
     return subprocess.Popen(cmd, env={**os.environ, **FAST, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import mlflow
 import optuna
@@ -27,7 +28,8 @@ LIMIT = 150
 def settings(**kw) -> TuneSettings:
     base = build_config(None, data=SMALL_DATA, epochs=kw.pop("epochs", 1), batch_size=32, model="custom",
                         diagnostics=False, limit=kw.pop("limit", LIMIT), seed=kw.pop("seed", 42))
-    return TuneSettings(base=base, **{"n_trials": 2, "sampler": "random", **kw})
+    # Confirmation is off unless a test is about it: it trains confirm_top × confirm_seeds more runs.
+    return TuneSettings(base=base, **{"n_trials": 2, "sampler": "random", "confirm_top": 0, **kw})
 
 
 def children_of(parent: str):
@@ -85,6 +87,138 @@ def test_study_records_parent_children_best_and_plots(store):
     # resume: the same study with a higher target continues it under the same parent
     study2, parent2, _ = tune(settings(study="four", n_trials=3, pruner="none"))
     assert parent2 == parent and len(study2.trials) == 3 and len(children_of(parent)) == 3
+
+
+def test_only_the_best_complete_trials_are_confirmed():
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from fer_experiments.studies.confirmation import top_trials
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"dropout": FloatDistribution(0, 0.5)}
+    for state, value in [("COMPLETE", 0.5), ("PRUNED", None), ("COMPLETE", 0.7), ("FAIL", None), ("COMPLETE", 0.7),
+                         ("COMPLETE", 0.6)]:
+        study.add_trial(create_trial(state=TrialState[state], value=value, params={"dropout": 0.1}, distributions=dist,
+                                     intermediate_values={0: 0.99} if state == "PRUNED" else {}))
+    assert [t.number for t in top_trials(study, 3)] == [2, 4, 5]  # by value, the earlier of equals first
+    assert [t.number for t in top_trials(study, 9)] == [2, 4, 5, 0]  # pruned and failed trials never
+    assert top_trials(study, 0) == []
+
+
+def test_the_champion_is_the_best_mean_not_the_best_single_trial(monkeypatch):
+    # Trial 0 won the study by luck: its other seed does badly; trial 1 holds up. No training: the
+    # trainer and the tracker are stand-ins (the test below runs the real ones).
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from fer_experiments.studies import confirmation
+
+    study = optuna.create_study(direction="maximize", study_name="lucky")
+    for value, dropout in [(0.8, 0.1), (0.7, 0.2), (0.6, 0.3)]:
+        study.add_trial(create_trial(state=TrialState.COMPLETE, value=value, params={"dropout": dropout},
+                                     distributions={"dropout": FloatDistribution(0, 0.5)},
+                                     user_attrs={"mlflow_run_id": f"own-{dropout}", "test_accuracy": 0.5}))
+    other_seed = {0.1: 0.5, 0.2: 0.74}  # validation accuracy with seed 43, by the trial's dropout
+    trained = []
+
+    def fake_train(cfg, **kw):
+        trained.append((kw["extra_tags"]["fer.confirm_trial"], cfg.seed, cfg.dropout))
+        return SimpleNamespace(run_id=f"run-{len(trained)}", metrics={"validation_accuracy": other_seed[cfg.dropout],
+                                                                       "test_accuracy": 0.9})
+
+    class Tracker:
+        def confirmation_runs(self, parent):  # trial 1's run finished before this worker was killed
+            return {(1, 43): {"run_id": "old", "validation_accuracy": 0.74, "test_accuracy": 0.9}}
+
+        def log_confirmation(self, parent, table_csv, metrics, tags):
+            self.logged = {"csv": table_csv, **metrics, **tags}
+
+    monkeypatch.setattr(confirmation.training, "train", fake_train)
+    s = settings(confirm_top=2, confirm_seeds=1)
+    tracker = Tracker()
+    result = confirmation.confirm(s, study, "parent", tracker, echo=lambda line: None)
+    assert trained == [("0", 43, 0.1)]  # only the missing run, with the trial's configuration and seed 42 + 1
+    assert result.champion.number == 1 and study.best_trial.number == 0
+    assert result.summary["validation_accuracy"] == pytest.approx(0.72)
+    assert result.table["trial"].tolist() == [0, 1] and result.table["seeds"].tolist() == ["42 43", "42 43"]
+    assert result.table["validation_accuracy_mean"].tolist() == pytest.approx([0.65, 0.72])
+    assert result.table["test_accuracy_mean"].tolist() == pytest.approx([0.7, 0.7])  # reported, never selected on
+    assert result.table["run_ids"].tolist() == ["own-0.1 run-1", "own-0.2 old"]
+    logged = tracker.logged  # the parent's table, figures and tags name the confirmed champion
+    assert logged["champion_trial"] == 1 and logged["optuna_best_trial"] == 0
+    assert logged["confirmed_validation_accuracy"] == pytest.approx(0.72) and logged["confirmed_seeds_finished"] == 2
+    assert logged["champion_validation_accuracy"] == "validation accuracy 0.7200 ± 0.0283 over 2 seeds"
+    assert logged["csv"].splitlines()[0] == ("trial,seeds,validation_accuracy_mean,validation_accuracy_sd,test_accuracy_mean,"
+                                             "trial_validation_accuracy,run_ids")
+
+
+@pytest.mark.slow
+def test_study_champion_is_the_best_mean_over_seeds_of_its_top_trials(store):
+    lines = []
+    s = settings(study="sure", n_trials=4, pruner="none", confirm_top=2, confirm_seeds=1)
+    study, parent, best = tune(s, echo=lines.append)
+    kids = children_of(parent)
+    trial_runs = {int(k.data.tags["optuna.trial_number"]): k for k in kids if "optuna.trial_number" in k.data.tags}
+    confirming = [k for k in kids if "fer.confirm_trial" in k.data.tags]
+    assert len(trial_runs) == 4 and len(confirming) == 2 and len(kids) == 6
+    # the top 2 trials by the value their runs logged (the earlier of equals first) got one run each, seed 42 + 1
+    value = {n: run.data.metrics["validation_accuracy"] for n, run in trial_runs.items()}
+    top = sorted(value, key=lambda n: (-value[n], n))[:2]
+    assert sorted(int(k.data.tags["fer.confirm_trial"]) for k in confirming) == sorted(top)
+    for k in confirming:
+        trial = study.trials[int(k.data.tags["fer.confirm_trial"])]
+        assert k.info.status == "FINISHED" and k.data.tags["fer.repeat_seed"] == k.data.params["seed"] == "43"
+        assert trial_runs[trial.number].data.params["seed"] == "42"  # its own run: a distinct seed
+        assert float(k.data.params["dropout"]) == pytest.approx(trial.params["dropout"])  # the trial's configuration
+        assert float(k.data.params["learning_rate"]) == pytest.approx(trial.params["learning_rate"])
+    # the champion: the best mean over each trial's two runs (the first of equals in the study's order)
+    confirm_val = {int(k.data.tags["fer.confirm_trial"]): k.data.metrics["validation_accuracy"] for k in confirming}
+    mean = {n: (value[n] + confirm_val[n]) / 2 for n in top}
+    expected = max(top, key=lambda n: mean[n])
+    assert best.number == expected and study.best_trial.value == value[top[0]]  # Optuna's own best stays its own
+    version = mlflow.MlflowClient().get_model_version_by_alias("sure", "champion")
+    assert version.run_id == trial_runs[expected].info.run_id  # the champion trial's own model
+    run = mlflow.get_run(parent)
+    assert run.data.tags["best_trial"] == run.data.tags["champion_trial"] == str(expected)
+    assert run.data.tags["best_run_id"] == trial_runs[expected].info.run_id
+    assert run.data.metrics["confirmed_validation_accuracy"] == pytest.approx(mean[expected])
+    assert run.data.metrics["validation_accuracy"] == trial_runs[expected].data.metrics["validation_accuracy"]
+    assert " ± " in run.data.tags["champion_validation_accuracy"]
+    table = mlflow.artifacts.load_text(f"runs:/{parent}/study/confirmation.csv")
+    assert table.splitlines()[0].startswith("trial,seeds,validation_accuracy_mean,validation_accuracy_sd,test_accuracy_mean")
+    assert [line.split(",")[:2] for line in table.splitlines()[1:]] == [[str(n), "42 43"] for n in top]
+    assert lines[-1].startswith(f"champion trial {expected}: validation accuracy ") and " ± " in lines[-1]
+    # a finished study run again trains nothing and registers nothing new
+    tune(s)
+    assert len(children_of(parent)) == 6
+    assert [v.version for v in mlflow.MlflowClient().search_model_versions("name='sure'")] == [1]
+    # a worker killed during confirmation: the rerun trains only the run that did not finish, in a new run
+    killed = confirming[0]
+    mlflow.MlflowClient().set_terminated(killed.info.run_id, "KILLED")
+    lines = []
+    tune(s, echo=lines.append)
+    again = [k for k in children_of(parent) if "fer.confirm_trial" in k.data.tags and k.info.status == "FINISHED"]
+    assert len(children_of(parent)) == 7 and len(again) == 2
+    assert {(k.data.tags["fer.confirm_trial"], k.data.tags["fer.repeat_seed"]) for k in again} == {
+        (k.data.tags["fer.confirm_trial"], "43") for k in confirming}
+    assert any("1 run(s) to train, 1 finished before" in line for line in lines), lines
+
+
+@pytest.mark.slow
+def test_confirm_top_0_confirms_nothing(store):
+    result = CliRunner().invoke(main, ["tune", "--model", "custom", "--data", SMALL_DATA, "--epochs", "1", "--limit",
+                                       str(LIMIT), "--batch-size", "32", "--n-trials", "1", "--study", "unsure",
+                                       "--sampler", "random", "--pruner", "none", "--diagnostics", "false",
+                                       "--confirm-top", "0"])
+    assert result.exit_code == 0, result.output
+    parent = next(r for r in all_runs() if r.data.tags.get("fer.run_kind") == "study").info.run_id
+    kids = children_of(parent)
+    assert len(kids) == 1 and "fer.confirm_trial" not in kids[0].data.tags
+    assert "study/confirmation.csv" not in {a.path for a in mlflow.MlflowClient().list_artifacts(parent, "study")}
+    lines = result.stdout.strip().splitlines()
+    assert not [line for line in lines if line.startswith("confirm")] and lines[-1].startswith("best trial 0: "), lines
+    assert mlflow.MlflowClient().get_model_version_by_alias("unsure", "champion").run_id == kids[0].info.run_id
 
 
 @pytest.mark.slow
@@ -152,7 +286,7 @@ def _worker(storage: str, study: str, n_trials: int, extra_env=None, epochs=1):
     cmd = [sys.executable, "-m", "fer_experiments.cli", "tune", "--model", "custom", "--data", SMALL_DATA,
            "--epochs", str(epochs), "--limit", str(LIMIT), "--n_trials", str(n_trials), "--study", study,
            "--storage", storage,
-           "--sampler", "random", "--pruner", "none", "--diagnostics", "false"]
+           "--sampler", "random", "--pruner", "none", "--diagnostics", "false", "--confirm-top", "0"]
     return subprocess.Popen(cmd, env={**os.environ, **(extra_env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
@@ -287,7 +421,7 @@ def test_basic_auth_server_records_a_worker_with_credentials_only(mlflow_auth_se
     cmd = [sys.executable, "-m", "fer_experiments.cli", "tune", "--model", "custom", "--data", SMALL_DATA,
            "--n_trials", "1", "--epochs", "1", "--limit", str(LIMIT), "--study", "secure",
            "--storage", str(tmp_path / "journal.log"),
-           "--pruner", "none", "--diagnostics", "false"]
+           "--pruner", "none", "--diagnostics", "false", "--confirm-top", "0"]
     denied = subprocess.run(cmd, env=base, capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)),
                             timeout=600)
     assert denied.returncode == 2, denied.stderr[-2000:]

@@ -96,10 +96,18 @@ TUNE = study_settings.defaults()
 @option("--sampler", default=TUNE["sampler"], show_default=True, type=click.Choice(list(SAMPLERS)))
 @option("--pruner", default=TUNE["pruner"], show_default=True, type=click.Choice(list(PRUNERS)))
 @option("--search-space", default=TUNE["search_space"], help="YAML file overriding the family's default space")
+@option("--confirm-top", default=TUNE["confirm_top"], show_default=True, type=click.IntRange(min=0), metavar="K",
+        help="once the study is done, train its K best complete trials again with more seeds; the champion "
+             "registered is the one with the best mean validation accuracy over its seeds (0 = off: the best trial)")
+@option("--confirm-seeds", default=TUNE["confirm_seeds"], show_default=True, type=click.IntRange(min=0), metavar="S",
+        help="extra seeds (seed+1 … seed+S) per confirmed trial, as child runs of the study's parent; 0 = off")
 @mlflow_experiment_option("MLflow experiment [fer2013 / fer2013-synthetic]")
-def tune(preset, n_trials, timeout, study, storage, sampler, pruner, search_space, mlflow_experiment, **options):
+def tune(preset, n_trials, timeout, study, storage, sampler, pruner, search_space, confirm_top, confirm_seeds,
+         mlflow_experiment, **options):
     """Run (or join, or resume) an Optuna study; every trial is a nested MLflow run. Settings the
-    study does not search are fixed by the options (and --preset) as in `train`."""
+    study does not search are fixed by the options (and --preset) as in `train`. Once the study is
+    done, its top trials are confirmed with more seeds (study/confirmation.csv on the parent run) and
+    the champion, the best mean over seeds, is registered as models:/<study>@champion."""
     from ..studies import tuning
     from ..studies.storage import password_in
 
@@ -111,13 +119,9 @@ def tune(preset, n_trials, timeout, study, storage, sampler, pruner, search_spac
     base = cfgmod.build_config(given(preset), **options)
     settings = study_settings.TuneSettings(base=base, n_trials=n_trials, timeout=timeout, study=study, storage=storage,
                                    sampler=sampler, pruner=pruner, search_space=search_space,
+                                   confirm_top=confirm_top, confirm_seeds=confirm_seeds,
                                    experiment=mlflow_experiment or "")
-    _, parent, best = tuning.tune(settings, echo=click.echo)
-    if best is None:
-        click.echo(f"no completed trial (all pruned or failed so far): no best model; parent run {parent}")
-    else:
-        click.echo(f"best trial {best.number}: val_accuracy {best.value:.4f} params {best.params} "
-                   f"(test_accuracy {best.user_attrs.get('test_accuracy')}, reported only); parent run {parent}")
+    tuning.tune(settings, echo=click.echo)  # its last line names the champion
 
 
 @click.command("import-run")

@@ -6,6 +6,7 @@ Each key is a TrainConfig setting and its value one of
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -82,3 +83,8 @@ def sample(trial, space: dict[str, dict]) -> dict:
             high = min(float(dist["high"]), 0.999) if key == "dropout" else float(dist["high"])
             values[key] = trial.suggest_float(key, float(dist["low"]), high, log=bool(dist.get("log")))
     return values
+
+
+def apply(base, params: dict):
+    """The configuration of a trial: the study's fixed settings `base` with the trial's sampled `params`."""
+    return dataclasses.replace(base, **params).validate()

@@ -21,6 +21,10 @@ class TuneSettings:
     pruner: str = "percentile"      # a name in registry.PRUNERS
     search_space: str = ""          # "" → experiments/search_spaces/<family>.yaml
     experiment: str = ""            # MLflow experiment; "" → fer2013 / fer2013-synthetic
+    # Once the study is done, its best `confirm_top` complete trials are trained `confirm_seeds` more times
+    # and the champion is the best mean over seeds (`confirmation`); 0 in either turns that off.
+    confirm_top: int = 3
+    confirm_seeds: int = 2
 
 
 def defaults() -> dict:

@@ -4,11 +4,11 @@ The objective samples a config and calls `training.train`; the trainer sees the 
 through `KerasPruning`. Workers sharing `study` + `storage` cooperate on one study and one MLflow
 parent run (its id is a study user attribute); a worker does not leave a study that is not done
 while a dead worker's trial waits to be retried (`journal.recover_or_wait`), and stops cleanly on
-SIGTERM / SIGINT (`workers`).
+SIGTERM / SIGINT (`workers`). The worker that sees the study done confirms its top trials with more
+seeds (`confirmation`) and registers the champion.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import socket
@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..tracking import MlflowTracker
 from ..tracking import experiment_name_for as tracking_experiment
 from ..tracking import tags as T
-from . import search_space
+from . import confirmation, search_space
 from .journal import recover_or_wait
 from .plots import study_figures
 from .pruning import KerasPruning, make_pruner, make_sampler
@@ -42,8 +42,9 @@ class SurplusTrial(Exception):
 def validate(s: TuneSettings) -> dict:
     make_sampler(s.sampler, s.base.seed)  # an unknown name is a one-line ConfigError
     make_pruner(s.pruner, floor=0.0, epochs=s.base.epochs)
-    if s.n_trials < 1 or s.timeout < 0:
-        raise ConfigError(f"n_trials={s.n_trials} / timeout={s.timeout} out of range: n_trials >= 1, timeout >= 0")
+    if s.n_trials < 1 or s.timeout < 0 or s.confirm_top < 0 or s.confirm_seeds < 0:
+        raise ConfigError(f"n_trials={s.n_trials} / timeout={s.timeout} / confirm_top={s.confirm_top} / confirm_seeds="
+                          f"{s.confirm_seeds} out of range: n_trials >= 1, the others >= 0")
     s.base.validate()
     return search_space.load(s.base.model, s.search_space or None)
 
@@ -66,15 +67,18 @@ def tune(s: TuneSettings, echo=print, tracker=None):
         try:
             _optimize(s, study, objective, [_progress(s, echo), failures], failures)
             done = len(study.get_trials(states=FINISHED)) >= s.n_trials
-            best = _best(study)
+            confirmed = confirmation.confirm(s, study, parent, tracker, echo) if done else None
+            best = confirmed.champion if confirmed else _best(study)  # the champion; Optuna's best_trial stays its own
             champion = tracker.summarize(parent, study, best, study_figures(study),
                                          study.trials_dataframe().to_csv(index=False), done=done, champion=name)
         except KeyboardInterrupt as exc:
             raise stopped(study, parent, tracker, str(exc) or "SIGINT", objective.trial) from None
     if champion:
-        echo(f"study {name} done: best trial {best.number} (validation accuracy {best.value:.4f}) registered as {champion}")
+        echo(f"study {name} done: champion trial {best.number} ({confirmation.words(best, confirmed)}) "
+             f"registered as {champion}")
     echo(f"the study's trials in `mlflow ui`: {link}")
     failures.raise_if_stopped(name)
+    echo(confirmation.result_line(best, confirmed, parent))
     return study, parent, best
 
 
@@ -160,8 +164,9 @@ def _new_parent(s: TuneSettings, name: str, synthetic: bool, tracker) -> str:
     note = (f"Optuna study `{name}`: {s.n_trials} trials of `{s.base.model}` on {data}, {s.base.epochs} epochs each "
             f"(preset and fixed settings as in each trial's params), {s.sampler} sampler, {s.pruner} pruner, space "
             f"{Path(space).name}, storage {tags[T.STORAGE]}. Each trial is a child run; the objective is its "
-            f"validation_accuracy (the float32 model's). This run carries the best trial's figures; test is reported, "
-            f"never selected on.")
+            f"validation_accuracy (the float32 model's). This run carries the champion's figures: the best trial, or, "
+            f"with the top {s.confirm_top} trained with {s.confirm_seeds} more seeds each (study/confirmation.csv), the "
+            f"best mean over seeds; test is reported, never selected on.")
     return tracker.create_parent(experiment, name, tags, params, description=note)
 
 
@@ -182,7 +187,7 @@ def _objective(s: TuneSettings, space: dict, parent: str, study, tracker):
         objective.trial = trial.number  # the trial a stopped worker reports as failed
         _guard_surplus(study, trial, s.n_trials)
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        cfg = dataclasses.replace(s.base, **search_space.sample(trial, space)).validate()
+        cfg = search_space.apply(s.base, search_space.sample(trial, space))
         tags = {T.STUDY_NAME: study.study_name, T.TRIAL_NUMBER: str(trial.number)}
         try:
             result = training.train(cfg, callbacks=[KerasPruning(trial, tracker)], parent_run_id=parent,

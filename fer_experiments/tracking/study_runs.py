@@ -15,7 +15,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import mlflow
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from . import tags as T
@@ -85,12 +85,33 @@ class StudyRecords:
             return False
         return True
 
+    def confirmation_runs(self, parent_run_id: str) -> dict:
+        """(trial number, seed) → {run_id, validation_accuracy, test_accuracy} of each FINISHED run under
+        the study's parent that confirms a trial (`tags.CONFIRM_TRIAL`) with another seed."""
+        client = mlflow.MlflowClient()
+        exp_id = client.get_run(parent_run_id).info.experiment_id
+        runs = client.search_runs([exp_id], f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and "
+                                            f"tags.`{T.CONFIRM_TRIAL}` IS NOT NULL and attributes.status = 'FINISHED'",
+                                  order_by=["attributes.start_time ASC"])
+        return {(int(r.data.tags[T.CONFIRM_TRIAL]), int(r.data.tags[T.REPEAT_SEED])):
+                {"run_id": r.info.run_id, **{k: r.data.metrics.get(k) for k in ("validation_accuracy", "test_accuracy")}}
+                for r in runs}
+
+    def log_confirmation(self, parent_run_id: str, table_csv: str, metrics: dict, tags: dict) -> None:
+        """The confirmation table (study/confirmation.csv) and the confirmed champion's figures on the parent."""
+        client = mlflow.MlflowClient()
+        client.log_text(parent_run_id, table_csv, "study/confirmation.csv")
+        now = int(time.time() * 1000)
+        client.log_batch(parent_run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                         tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
     def summarize(self, parent_run_id: str, study, best_trial, figures: dict, trials_csv: str, *, done: bool,
                   champion: str = "") -> str:
         """Best params/value/run/model, the study's plots and its trials table on the parent run. Only
         the client is used, so the parent stays RUNNING while other workers go on; when the study is
-        `done`, the best trial's model is registered as `champion` (alias champion) and the parent ends
-        FINISHED. Returns the champion's URI (models:/<name>@champion) or ""."""
+        `done`, `best_trial`'s model is registered as `champion` (alias champion) and the parent ends
+        FINISHED. `best_trial` is the study's champion: the confirmed one (`studies.confirmation`), else
+        Optuna's best trial. Returns the champion's URI (models:/<name>@champion) or ""."""
         client = mlflow.MlflowClient()
         finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
         client.log_metric(parent_run_id, "n_finished_trials", len(finished))

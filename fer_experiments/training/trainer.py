@@ -81,7 +81,7 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
     tags = {T.SYNTHETIC: str(ds.synthetic).lower(), T.MODEL: cfg.model, T.DATASET: ds.name,
             T.INIT: initialisation(cfg), T.PRESET: preset or "none", **(extra_tags or {})}
     with parallel, tracker.run(experiment=experiment or tracking.experiment_name_for(ds.synthetic),
-                     run_name=run_name(cfg, ds, preset, tags.get(T.TRIAL_NUMBER, ""))
+                     run_name=run_name(cfg, ds, preset, tags.get(T.TRIAL_NUMBER) or tags.get(T.CONFIRM_TRIAL, ""))
                      + (f"-seed{cfg.seed}" if T.REPEAT_SEED in tags else ""), tags=tags,
                      description=describe(cfg, ds, preset), resume_run_id=resume_run_id,
                      parent_run_id=parent_run_id) as run_id:
