@@ -69,4 +69,10 @@ def test_metric_charts_are_grouped(recorded):
     assert {"epoch/val_accuracy", "epoch/loss", "epoch/learning_rate"} <= keys
     assert sorted({k.split("/")[0] for k in keys if "/" in k})[0] == "epoch"
     ungrouped = {k for k in keys if "/" not in k}  # the final single values, last on the page
-    assert {"validation_accuracy", "test_accuracy", "best_val_accuracy"} <= ungrouped and len(ungrouped) < 15
+    assert {"validation_accuracy", "test_accuracy", "best_val_accuracy"} <= ungrouped and len(ungrouped) < 25
+    # … each accuracy and macro-F1 beside its 95 % interval, which contains it
+    metrics = mlflow.MlflowClient().get_run(result.run_id).data.metrics
+    for split in ("validation", "test"):
+        for figure in ("accuracy", "macro_f1"):
+            low, high = metrics[f"{split}_{figure}_ci_low"], metrics[f"{split}_{figure}_ci_high"]
+            assert low <= metrics[f"{split}_{figure}"] <= high and high - low > 0
