@@ -126,3 +126,4 @@ def test_compare_refuses_runs_on_different_images():
         compare.compare([compare.Arm("a", same[0].tables, ["r1"], "d1"), compare.Arm("d", same[0].tables, ["r4"], "d2")])
     with pytest.raises(UserError, match="is in both"):
         compare.compare(same + [compare.Arm("e", same[0].tables, ["r1"])])
+

@@ -118,13 +118,30 @@ def study_view(parent_run_id: str) -> str:
     return f"fer-study-{parent_run_id[:12]}"
 
 
+# Our views carry this mark in their state. MLflow's UI keeps only its own keys when a user saves a view
+# over ours, so a view with an older mark is ours, unedited, and is brought up to date; one without is
+# the user's (or older than the mark) and is kept.
+VIEW_MARK, VIEW_VERSION = "ferViewVersion", 2
+
+
 def save_view(experiment_id: str, view: str, name: str, state: dict, *, replace: bool = False) -> None:
     """The view `view` (MLflow's "Views" menu lists it under `name`) in the experiment's tags; an
-    existing one is kept unless `replace` (a user may have edited it)."""
+    existing one is kept unless `replace`, or unless it is an older, unedited one of ours (`VIEW_MARK`)."""
     client = mlflow.MlflowClient()
     key = VIEW_TAG + view
-    if not replace and key in client.get_experiment(experiment_id).tags:
+    existing = client.get_experiment(experiment_id).tags.get(key)
+    mark = None if existing is None else _version(existing)
+    if existing is not None and not replace and (mark is None or mark >= VIEW_VERSION):
         return
     now = int(time.time() * 1000)
     client.set_experiment_tag(experiment_id, key, json.dumps(
-        {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}))
+        {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps({**state, VIEW_MARK: VIEW_VERSION})}))
+
+
+def _version(tag: str) -> int | None:
+    """The mark of a saved view's state: None where it has none (a user's, or unreadable)."""
+    try:
+        mark = json.loads(json.loads(tag)["state"]).get(VIEW_MARK)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return mark if isinstance(mark, int) else None
