@@ -113,3 +113,26 @@ def test_report_shows_what_each_run_used_and_weights_only_for_backbones():
     assert custom["weights"] == "–" and custom["limit"] == "300" and custom["images (train/val/test)"] == "300/96/240"
     assert custom["dataset"] == "synthetic-fer-s0-n1200 (SYNTHETIC)" and custom["learned_nothing"] == "YES"
     assert "nan" not in "\n".join(lines)
+
+
+def test_report_prints_each_accuracy_with_its_interval_and_a_repeat_set_with_its_spread():
+    common = {"tags.fer.synthetic": "false", "params.dataset": "fer2013", "tags.fer.model": "custom",
+              "params.model": "custom", "metrics.validation_accuracy": 0.6}
+    runs = finished_runs([
+        # one run: Wilson's interval of 2336 / 3589 right
+        {**common, "run_id": "a" * 32, "metrics.test_accuracy": 2336 / 3589, "metrics.test_accuracy_ci_low": 0.6351,
+         "metrics.test_accuracy_ci_high": 0.6663},
+        # a repeat set's parent: the mean over 3 seeds, its sd and t-interval; its seeds are not rows
+        {**common, "run_id": "b" * 32, "tags.fer.run_kind": "repeats", "metrics.seeds_finished": 3.0,
+         "metrics.test_accuracy": 0.65, "metrics.test_accuracy_sd": 0.01, "metrics.test_accuracy_ci_low": 0.6252,
+         "metrics.test_accuracy_ci_high": 0.6748},
+        {**common, "run_id": "c" * 32, "tags.fer.repeat_seed": "42", "metrics.test_accuracy": 0.64},
+    ])
+    table = report.collect("x", tracker=RunsOnly(runs))
+    assert sorted(table["run_id"].str[0]) == ["a", "b"]
+    lines = report.markdown(table, "x").splitlines()
+    header = [c.strip() for c in lines[4].split("|")]
+    row = {key: dict(zip(header, (c.strip() for c in next(line for line in lines if key * 8 in line).split("|"))))
+           for key in "ab"}
+    assert row["a"]["test_accuracy"] == "65.1 % [63.5, 66.6]" and row["a"]["seeds"] == "–"
+    assert row["b"]["test_accuracy"] == "65.0 % ± 1.0 [62.5, 67.5]" and row["b"]["seeds"] == "3"
