@@ -185,7 +185,7 @@ def write(refs: list[str], out, *, split: str = "test", experiment: str | None =
     found = [tracker.comparison_arm(ref, split) for ref in refs]
     labels = [f["label"] for f in found]
     for f in found:  # two runs of one name (e.g. the same preset twice) are told apart by their id
-        if labels.count(f["label"]) > 1 and len(set(refs)) == len(refs):
+        if labels.count(f["label"]) > 1:
             f["label"] = f"{f['label']} {f['run_ids'][0][:6]}"
     arms = [Arm(f["label"], f["tables"], f["run_ids"], f["digest"]) for f in found]
     table, pairs = compare(arms, seed=seed)
