@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from conftest import fresh_store
 
 from fer_experiments.cli import main
 from fer_experiments.tracking import tags as T
@@ -32,7 +33,8 @@ def _set(parent_id: str):
 
 
 @pytest.mark.slow
-def test_repeats_make_seeded_siblings_a_parent_of_their_mean_and_resume_missing_seeds(store, tmp_path):
+def test_repeats_make_seeded_siblings_a_parent_of_their_mean_and_resume_missing_seeds(store, tmp_path, monkeypatch,
+                                                                                     empty_store_file):
     result = invoke("train", "--model", "custom", "--seed", 7, "--repeats", 3, *TINY)
     assert result.exit_code == 0, result.output
     client, parent, children = _set(result.output.split("repeat set: parent run ")[1].split()[0])
@@ -86,6 +88,28 @@ def test_repeats_make_seeded_siblings_a_parent_of_their_mean_and_resume_missing_
     refused = invoke("compare", other_id, evaluation, "--no-log", "--out", out)
     assert refused.exit_code == 2 and "were not evaluated on the same images" in refused.output
     assert len(refused.output.strip().splitlines()) == 1
+
+    # The set carried to another store (export-run, import-run): the same command there finds every seed
+    # finished and trains none; compare reads the carried per-image tables.
+    assert invoke("export-run", parent.info.run_id, "--out", tmp_path / "carried").exit_code == 0
+    assert invoke("export-run", other_id, "--out", tmp_path / "carried").exit_code == 0
+    (tmp_path / "other").mkdir()
+    uri = fresh_store(tmp_path / "other", empty_store_file)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    imported = invoke("import-run", tmp_path / "carried")
+    assert imported.exit_code == 0, imported.output
+    other_there = re.search(rf"{other_id} → run (\w+)", imported.output).group(1)
+    there = invoke("train", "--model", "custom", "--seed", 7, "--repeats", 3, *TINY)
+    assert there.exit_code == 0, there.output
+    assert all(f"seed {s}: finished before" in there.output for s in (7, 8, 9)) and "Epoch 1/1" not in there.output
+    carried_parent = there.output.split("repeat set: parent run ")[1].split()[0]
+    _, parent3, children3 = _set(carried_parent)
+    assert sorted(c.data.tags[T.REPEAT_SEED] for c in children3) == ["7", "8", "9"]
+    assert parent3.data.metrics["test_accuracy"] == pytest.approx(parent2.data.metrics["test_accuracy"])
+    carried = invoke("compare", carried_parent, other_there, "--no-log", "--out", tmp_path / "cmp3")
+    assert carried.exit_code == 0, carried.output
+    assert pd.read_csv(tmp_path / "cmp3" / "pairs.csv").drop(columns=["a", "b"]).equals(pairs.drop(columns=["a", "b"]))
 
 
 def test_repeats_refuse_a_run_folder(tmp_path):

@@ -1,4 +1,4 @@
-"""`fer-exp train`, `tune` and `import-run`: making runs."""
+"""`fer-exp train`, `tune`, `import-run` and `export-run`: making runs, and carrying them between stores."""
 from __future__ import annotations
 
 import os
@@ -128,9 +128,23 @@ def tune(preset, n_trials, timeout, study, storage, sampler, pruner, search_spac
 @click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False), metavar="FOLDER...")
 @mlflow_experiment_option("MLflow experiment [the one the run names]")
 def import_run(folders, mlflow_experiment):
-    """Make file-only runs (`train --run-folder`) ordinary MLflow runs in the tracking store."""
+    """Make file-only runs (`train --run-folder`, `export-run`) ordinary MLflow runs in the tracking store.
+
+    A FOLDER holding run folders (what export-run writes) imports each, a repeat set's seeds under its parent."""
     from ..tracking import imports
 
-    for folder in folders:
-        run_id = imports.import_run(folder, experiment=mlflow_experiment)
+    for folder, run_id in imports.import_runs(folders, experiment=mlflow_experiment):
         click.echo(f"{folder} → run {run_id}")
+
+
+@click.command("export-run")
+@click.argument("run_id", metavar="RUN_ID")
+@option("--out", required=True, type=click.Path(file_okay=False), help="folder to write DIR/<run id>/ into")
+@option("--include", "include", multiple=True, default=("*",), show_default=True, metavar="GLOB",
+        help="artifacts to take (repeatable), e.g. 'evaluation/*/predictions.csv'; the image series and model stay")
+def export_run(run_id, out, include):
+    """Write a run (a repeat set: with its finished seeds) as file-only run folders for `import-run` elsewhere."""
+    from ..tracking import exports
+
+    for folder in exports.export_runs(run_id, out, tuple(include)):
+        click.echo(f"run {folder.name} → {folder}")

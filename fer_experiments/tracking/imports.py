@@ -31,7 +31,7 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import InputTag, Metric
 from mlflow.exceptions import MlflowException
 from mlflow.utils import validation as V
-from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE, MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE
 from PIL import Image
 
 from . import files, logged_models, records
@@ -49,11 +49,38 @@ IMAGE_KEY = re.compile(r"[a-zA-Z0-9_\-./ ]+")  # what MlflowClient.log_image tak
 MODEL_FILE = re.compile(r"\w[\w.-]*\.keras")    # a plain name in model/: no folder, no "..", not absolute
 
 
-def import_run(folder: str | Path, *, experiment: str | None = None) -> str:
-    """Create the MLflow run for `folder` and return its id."""
+def import_runs(folders, *, experiment: str | None = None):
+    """Import each folder — or, for a folder of run folders (what `export-run` writes), each one in it —
+    parents before their children, each child linked to its parent's new run; yields (folder, run id)."""
+    found = []
+    for folder in map(Path, folders):
+        with RunFolder(folder) as src:
+            inner = [] if src.lstat("run.json") else [folder / name for name in src.run_folders()]
+        found += inner or [folder]
+    records = {}
+    for folder in found:
+        with RunFolder(folder) as src:
+            meta = src.json("run.json") if src.lstat("run.json") else {}
+        records[folder] = (str(meta.get("run_id", "")), meta.get("parent_run_id"))
+    ids = {run_id for run_id, _ in records.values() if run_id}
+    for folder, (_, parent) in records.items():
+        if parent is not None and (not isinstance(parent, str) or parent not in ids):
+            raise ImportError_(f"'{folder / 'run.json'}' names parent run {parent!r}, which is none of the folders "
+                               f"being imported: import the folder export-run wrote (parent and children together)")
+    new: dict[str, str] = {}
+    for folder in sorted(found, key=lambda f: records[f][1] is not None):  # a set's parent first
+        run_id, parent = records[folder]
+        new[run_id] = import_run(folder, experiment=experiment, parent_run_id=new.get(parent) if parent else None)
+        yield folder, new[run_id]
+
+
+def import_run(folder: str | Path, *, experiment: str | None = None, parent_run_id: str | None = None) -> str:
+    """Create the MLflow run for `folder` (under `parent_run_id`, where given) and return its id."""
     folder = Path(folder)
     with RunFolder(folder) as src, tempfile.TemporaryDirectory(prefix="fer-import-") as stage:
         plan = _read(src, Path(stage), experiment)  # all checks pass before anything is written
+        if parent_run_id:
+            plan["tags"][MLFLOW_PARENT_RUN_ID] = parent_run_id
         MlflowTracker().check_store()
         client = mlflow.MlflowClient()
         exp = client.get_experiment_by_name(plan["experiment"])

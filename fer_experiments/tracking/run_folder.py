@@ -137,6 +137,12 @@ class RunFolder:
                 self._fits(rel, None, limit)
         return dest
 
+    def run_folders(self) -> list[str]:
+        """The folders right below this one that hold a run.json (symlinks left aside): a folder of runs."""
+        with os.scandir(self.fd) as entries:
+            names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
+        return [name for name in names if self.lstat(f"{name}/run.json")]
+
     def walk(self, rel: str) -> list[str]:
         """Every file under folder `rel`; a symlink there, whatever its name, is refused."""
         fd = self._open(rel, directory=True)
