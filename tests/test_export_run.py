@@ -107,3 +107,22 @@ def test_export_and_import_refuse_what_they_cannot_carry(store, tmp_path):
     assert not (tmp_path / "x" / done / "imported.json").exists()
     missing = invoke("export-run", "0" * 32, "--out", tmp_path / "y")
     assert missing.exit_code == 2 and len(missing.output.strip().splitlines()) == 1
+
+
+def test_kept_records_are_saved_from_one_store_and_loaded_once_into_another(store, tmp_path, monkeypatch,
+                                                                            empty_store_file):
+    from benchmarks import records
+
+    client = mlflow.MlflowClient()
+    pid, done, _ = _repeat_set(client, client.create_experiment("fer2013"))
+    kept = records.save(root=tmp_path / "runs")
+    assert [p.name for p in kept] == ["custom-synthetic"]  # the set's name without its seed count
+    assert sorted(p.name for p in kept[0].iterdir()) == sorted([pid, done])
+    assert records.load(root=tmp_path / "runs") == []  # this store holds the set already
+    (tmp_path / "other").mkdir()
+    uri = fresh_store(tmp_path / "other", empty_store_file)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    loaded = records.load(root=tmp_path / "runs")
+    assert len(loaded) == 1 and mlflow.get_run(loaded[0]).data.tags[T.REPEAT_GROUP] == "k1"
+    assert records.load(root=tmp_path / "runs") == []
