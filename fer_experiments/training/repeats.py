@@ -112,9 +112,9 @@ def train_repeats(cfg: TrainConfig, n: int, *, tracker, train, experiment: str, 
                 echo(f"seed {seed} ({i + 1} of {n}){': resuming run ' + resume if resume else ''}")
                 result = train(dataclasses.replace(cfg, seed=seed), experiment=experiment, parent_run_id=parent,
                                resume_run_id=resume, tracker=tracker, preset=preset, verbose=verbose,
-                               extra_tags={T.REPEAT_GROUP: key, T.REPEAT_SEED: str(seed)})
+                               extra_tags={T.REPEAT_GROUP: key, T.REPEAT_SEED: str(seed), T.REPEAT_SET: shown})
                 metrics, run_ids[seed] = result.metrics, result.run_id
-            tracker.label_child(run_ids[seed], shown)
+            tracker.label_child(run_ids[seed], shown)  # a seed kept from an earlier set, too
             rows.append({"seed": seed, "run_id": run_ids[seed], **{k: metrics.get(k) for k in FIGURES}})
             table = pd.DataFrame(rows)
             summary = summarize(table)
