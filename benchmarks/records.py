@@ -5,7 +5,7 @@ answers which take more CPU-hours than one machine's life outlive it:
     python -m benchmarks.records save            # the store's repeat sets back into the folder
 
 `save` rebuilds the folder from the store (`fer-exp export-run` of every repeat set of the experiment,
-compact artifacts only: the per-image test predictions, metrics, curves, config, the seeds table) and
+compact: the per-image test predictions, metrics but the system samples, curves, config, the seeds table) and
 swaps it in whole; `load` imports each kept set whose key (`fer.repeat_group`) the store lacks.
 `benchmarks/questions.sh` runs the open questions with both around the training.
 """
@@ -42,7 +42,8 @@ def save(experiment: str = "fer2013", root: Path = ROOT) -> list[Path]:
     stage.chmod(0o755)  # mkdtemp's is the owner's only: this is a folder of the checkout
     try:
         for run in _sets(experiment):
-            exports.export_runs(run.info.run_id, stage / re.sub(r"-\d+seeds", "", run.info.run_name), KEPT)
+            exports.export_runs(run.info.run_id, stage / re.sub(r"-\d+seeds", "", run.info.run_name), KEPT,
+                                skip_metrics=("system/*",))
         old = root.with_name(f".old-{root.name}")
         if root.exists():
             root.rename(old)

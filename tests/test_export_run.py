@@ -32,6 +32,7 @@ def _repeat_set(client, exp_id):
     for step, value in enumerate([0.3, 0.5, 0.6], 1):
         client.log_metric(done, "epoch/accuracy", value, step=step, timestamp=1_000 + step)
     client.log_metric(done, "test_accuracy", 0.55)
+    client.log_metric(done, "system/cpu_utilization_percentage", 97.0)
     client.log_text(done, "file,label,predicted,correct\na.png,0,0,1\n", "evaluation/test/predictions.csv")
     client.log_dict(done, {"name": "synthetic-x", "digest": "d1", "source": "/data", "synthetic": True,
                      "counts": {"test": {"angry": 1}}}, "data/dataset.json")
@@ -118,6 +119,8 @@ def test_kept_records_are_saved_from_one_store_and_loaded_once_into_another(stor
     kept = records.save(root=tmp_path / "runs")
     assert [p.name for p in kept] == ["custom-synthetic"]  # the set's name without its seed count
     assert sorted(p.name for p in kept[0].iterdir()) == sorted([pid, done])
+    kept_keys = {json.loads(line)["key"] for line in (kept[0] / done / "metrics.jsonl").read_text().splitlines()}
+    assert kept_keys == {"epoch/accuracy", "test_accuracy"}  # the system samples stay in the store
     assert records.load(root=tmp_path / "runs") == []  # this store holds the set already
     (tmp_path / "other").mkdir()
     uri = fresh_store(tmp_path / "other", empty_store_file)

@@ -27,8 +27,10 @@ from . import tags as T
 SKIPPED = ("images/*", "keras/*")  # MLflow's image series (files of its own), model copies
 
 
-def export_runs(run_id: str, out: str | Path, include: tuple[str, ...] = ("*",)) -> list[Path]:
-    """`run_id`'s folder under `out` (and, for a repeat set's parent, one per FINISHED seed); the folders."""
+def export_runs(run_id: str, out: str | Path, include: tuple[str, ...] = ("*",),
+                skip_metrics: tuple[str, ...] = ()) -> list[Path]:
+    """`run_id`'s folder under `out` (and, for a repeat set's parent, one per FINISHED seed); the folders.
+    `include`: the artifacts to take (globs); `skip_metrics`: metric keys to leave out (e.g. "system/*")."""
     from .mlflow_tracker import MlflowTracker
 
     tracker = MlflowTracker()
@@ -48,11 +50,11 @@ def export_runs(run_id: str, out: str | Path, include: tuple[str, ...] = ("*",))
         folder = out / r.info.run_id
         if folder.exists():
             raise UserError(f"{folder} exists already: export into an empty folder, or delete it first")
-        written.append(_export(r, folder, include))
+        written.append(_export(r, folder, include, skip_metrics))
     return written
 
 
-def _export(run, folder: Path, include: tuple[str, ...]) -> Path:
+def _export(run, folder: Path, include: tuple[str, ...], skip_metrics: tuple[str, ...]) -> Path:
     client = mlflow.MlflowClient()
     tags = run.data.tags
     status = run.info.status
@@ -73,7 +75,7 @@ def _export(run, folder: Path, include: tuple[str, ...]) -> Path:
         (stage / "run.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
         (stage / "params.json").write_text(json.dumps(run.data.params, indent=1, sort_keys=True))
         with open(stage / "metrics.jsonl", "w") as f:
-            for key in sorted(run.data.metrics):
+            for key in sorted(k for k in run.data.metrics if not any(fnmatch.fnmatch(k, p) for p in skip_metrics)):
                 for m in client.get_metric_history(run.info.run_id, key):
                     f.write(json.dumps({"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp}) + "\n")
         for path in _artifact_paths(client, run.info.run_id, ""):
