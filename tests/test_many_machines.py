@@ -36,7 +36,7 @@ def substituted(block: str, pg_port: int, port: int, tmp_path: Path) -> str:
                      '"fer2013"': '"fer2013-synthetic"', "--experiment-name fer2013 ": "--experiment-name fer2013-synthetic ",
                      "-P model=custom_aug": "-P model=custom", "-P study=fer-big": "-P study=fer-small",
                      "-P n_trials=100": f"-P n_trials=1 -P epochs=1 -P data={SMALL_DATA} -P pruner=none "
-                                        "-P diagnostics=false"}.items():
+                                        "-P diagnostics=false -P confirm_top=0"}.items():
         assert old in block, f"the README's many-machines block no longer has {old!r}: update this test"
         block = block.replace(old, new)
     return block
