@@ -127,3 +127,27 @@ def test_compare_refuses_runs_on_different_images():
     with pytest.raises(UserError, match="is in both"):
         compare.compare(same + [compare.Arm("e", same[0].tables, ["r1"])])
 
+
+
+def test_compare_takes_runs_by_name_and_refuses_a_name_two_runs_bear(store, tmp_path):
+    """Run names travel with `import-run` where ids do not, so compare takes a name that one run bears."""
+    import mlflow
+    from click.testing import CliRunner
+
+    from fer_experiments.cli import main
+
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("named")
+    right = np.arange(400) < 300
+    for name, correct in (("ours", right), ("theirs", np.arange(400) < 200), ("twice", right), ("twice", right)):
+        run = client.create_run(exp, run_name=name)
+        client.log_param(run.info.run_id, "dataset_digest", "d1")
+        client.log_text(run.info.run_id, _table(correct).to_csv(index=False), "evaluation/test/predictions.csv")
+        client.set_terminated(run.info.run_id)
+    out = CliRunner().invoke(main, ["compare", "ours", "theirs", "--no-log", "--out", str(tmp_path / "c")])
+    assert out.exit_code == 0, out.output
+    assert "ours: 75.0 %" in out.output and "ours better than theirs, +25.0 points" in out.output
+    twice = CliRunner().invoke(main, ["compare", "ours", "twice", "--no-log", "--out", str(tmp_path / "c")])
+    assert twice.exit_code == 2 and "2 runs (" in twice.output and len(twice.output.strip().splitlines()) == 1
+    missing = CliRunner().invoke(main, ["compare", "ours", "nobody", "--no-log", "--out", str(tmp_path / "c")])
+    assert missing.exit_code == 2 and "'nobody' is not a run id, and no run" in missing.output

@@ -46,8 +46,8 @@ def report(mlflow_experiment, out, include_trials, no_log):
 @option("--seed", default=0, show_default=True, type=int, help="seed of the paired bootstrap")
 @option("--no-log", is_flag=True, help="write the files only; no compare run in MLflow")
 def compare(refs, split, mlflow_experiment, out, seed, no_log):
-    """Which models are better on the same images: training or evaluation runs (ids), models:/ URIs, or
-    repeat sets (their parent run ids; their seeds are compared as a group). Prints and logs each model's
+    """Which models are better on the same images: training or evaluation runs (ids, or names one run
+    bears), models:/ URIs, or repeat sets (their parent runs; their seeds are compared as a group). Prints and logs each model's
     accuracy with its 95 % interval and, per pair, the difference with its interval, a p-value
     (exact McNemar / t over seeds) Holm-corrected over all pairs, and a verdict."""
     from ..evaluation import compare as comparing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 import numpy as np
@@ -12,6 +13,7 @@ from ..errors import UserError
 from . import logged_models, records
 from . import tags as T
 
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # what MLflow's run ids look like
 PREDICTIONS_CAP = 50_000_000  # bytes: a predictions table larger than this is not one of ours
 
 
@@ -57,15 +59,16 @@ class OutputRecords:
 
     # -- fer-exp compare ------------------------------------------------------------------------------
     def comparison_arm(self, ref: str, split: str) -> dict:
-        """What `compare` needs of one argument — a run id, a models:/ or runs:/ URI (its run), or a repeat
-        set's parent (its FINISHED seeds): {label, run_ids, tables (each run's predictions on `split`), digest}."""
+        """What `compare` needs of one argument — a run id or name, a models:/ or runs:/ URI (its run), or a
+        repeat set's parent (its FINISHED seeds): {label, run_ids, tables (each run's predictions on `split`), digest}."""
         run_id = ref
         if ref.startswith(("models:/", "runs:/")):
             run_id, _ = logged_models.source_run_tags(ref)
             if not run_id:
                 raise UserError(f"{ref} names no model logged by a run in {mlflow.get_tracking_uri()}: pass a run id "
                                 f"or a models:/ URI of this store")
-        run = self._existing_run(run_id)
+        run = self._existing_run(run_id) if RUN_ID.fullmatch(run_id) or ref != run_id else self._named_run(ref)
+        run_id = run.info.run_id
         kind, label = run.data.tags.get(T.RUN_KIND), run.data.tags.get("mlflow.runName", run_id[:8])
         if kind == "study":
             raise UserError(f"run {run_id} is a study's parent: compare its champion (models:/<name>@champion) or its "
@@ -79,6 +82,18 @@ class OutputRecords:
         return {"label": label, "run_ids": [r.info.run_id for r in runs],
                 "tables": [self._predictions(r, split) for r in runs], "digest": run.data.params.get("dataset_digest", "")
                 or runs[0].data.params.get("dataset_digest", "")}
+
+    def _named_run(self, name: str):
+        """The one active run called `name` in any experiment (a repeat set's parent, say, whose id differs
+        from store to store)."""
+        self.check_store()
+        found = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                   filter_string=f"attributes.run_name = '{name.replace(chr(39), '')}'")
+        if len(found) != 1:
+            what = "no run" if not found else f"{len(found)} runs ({', '.join(r.info.run_id for r in found)})"
+            raise UserError(f"'{name}' is not a run id, and {what} in {mlflow.get_tracking_uri()} bear that name: pass "
+                            f"a run id, a models:/ URI or the name of exactly one run")
+        return found[0]
 
     @staticmethod
     def _predictions(run, split: str) -> pd.DataFrame:
