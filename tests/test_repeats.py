@@ -41,6 +41,9 @@ def test_repeats_make_seeded_siblings_a_parent_of_their_mean_and_resume_missing_
     assert parent.info.status == "FINISHED" and parent.data.tags[T.RUN_KIND] == "repeats"
     assert sorted(int(c.data.tags[T.REPEAT_SEED]) for c in children) == [7, 8, 9]
     assert sorted(c.data.params["seed"] for c in children) == ["7", "8", "9"]
+    # Each seed's name says which set it belongs to (a table of runs from two sets stays readable).
+    assert {c.data.tags["mlflow.runName"] for c in children} == {
+        parent.data.tags["mlflow.runName"].replace("-3seeds-", "-") + f"-seed{s}" for s in (7, 8, 9)}
     assert {c.data.tags[T.REPEAT_GROUP] for c in children} == {parent.data.tags[T.REPEAT_GROUP]}
     # What MLflow's Group by (the printed view) groups them by: the set in words, the same on every seed.
     assert {c.data.tags[T.REPEAT_SET] for c in children} == {parent.data.tags[T.REPEAT_SET]}

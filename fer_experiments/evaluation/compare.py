@@ -11,6 +11,7 @@ tracker read the tables and record what this returns.
 from __future__ import annotations
 
 import itertools
+import textwrap
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -134,15 +135,21 @@ def compare(arms: list[Arm], seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]
 
 
 def forest_figure(table: pd.DataFrame, pairs: pd.DataFrame, title: str):
-    """Left: each arm's accuracy with its 95 % interval; right: each pair's difference with its interval."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.45 * max(len(table), len(pairs)) + 2.2),
-                                      gridspec_kw={"width_ratios": [1, 1.2]})
+    """Top: each arm's accuracy with its 95 % interval; below: each pair's difference with its interval.
+    Stacked, so long run names (a repeat set's) take the left margin of both, not the width of one."""
+    def wrap(text: str) -> str:
+        return "\n".join(textwrap.wrap(text, 48, break_on_hyphens=False, break_long_words=True)) or text
+
+    fig, (left, right) = plt.subplots(2, 1, figsize=(11, 0.55 * (len(table) + 1.6 * len(pairs)) + 2.4),
+                                      height_ratios=[len(table) + 0.5, 1.6 * len(pairs) + 0.5], layout="constrained")
     y = np.arange(len(table))[::-1]
     left.errorbar(100 * table["accuracy"], y, xerr=[100 * (table["accuracy"] - table["ci_low"]),
                                                     100 * (table["ci_high"] - table["accuracy"])],
                   fmt="o", capsize=4, color="tab:blue")
-    left.set_yticks(y, [f"{a} ({r} run{'s' if r > 1 else ''})" for a, r in zip(table["arm"], table["runs"])])
-    left.set_xlabel("test accuracy, % (95 % interval)")
+    left.set_yticks(y, [wrap(f"{a} ({r} run{'s' if r > 1 else ''})") for a, r in zip(table["arm"], table["runs"])],
+                    fontsize=8)
+    left.set_ylim(-0.6, len(table) - 0.4)
+    left.set_xlabel("test accuracy, % (95 % interval: Wilson for one run, t over seeds for a set)")
     left.grid(axis="x", alpha=0.3)
     yp = np.arange(len(pairs))[::-1]
     d = 100 * pairs["difference"]
@@ -150,13 +157,12 @@ def forest_figure(table: pd.DataFrame, pairs: pd.DataFrame, title: str):
         right.errorbar([di], [yi], xerr=[[di - lo], [hi - di]], fmt="s", capsize=4,
                        color="tab:green" if p < ALPHA else "tab:gray")  # green: a difference called
     right.axvline(0, color="k", lw=0.8)
-    right.set_yticks(yp, [f"{a} − {b}\np = {p:.3g}" for a, b, p in zip(pairs["a"], pairs["b"], pairs["p_holm"])],
-                     fontsize=8)
-    right.yaxis.tick_right()
-    right.set_xlabel("difference, points (95 % interval; p Holm-adjusted)")
+    right.set_yticks(yp, [f"{wrap(a)}\n − {wrap(b)}\np = {p:.3g}" for a, b, p in
+                          zip(pairs["a"], pairs["b"], pairs["p_holm"])], fontsize=8)
+    right.set_ylim(-0.6, len(pairs) - 0.4)
+    right.set_xlabel("difference, points (95 % interval; p Holm-adjusted; green: a difference called)")
     right.grid(axis="x", alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 

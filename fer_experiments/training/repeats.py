@@ -112,7 +112,8 @@ def train_repeats(cfg: TrainConfig, n: int, *, tracker, train, experiment: str, 
                 echo(f"seed {seed} ({i + 1} of {n}){': resuming run ' + resume if resume else ''}")
                 result = train(dataclasses.replace(cfg, seed=seed), experiment=experiment, parent_run_id=parent,
                                resume_run_id=resume, tracker=tracker, preset=preset, verbose=verbose,
-                               extra_tags={T.REPEAT_GROUP: key, T.REPEAT_SEED: str(seed), T.REPEAT_SET: shown})
+                               extra_tags={T.REPEAT_GROUP: key, T.REPEAT_SEED: str(seed), T.REPEAT_SET: shown},
+                               name=f"{words.replace(' ', '-')}-{data}-seed{seed}")  # which set, in any table
                 metrics, run_ids[seed] = result.metrics, result.run_id
             tracker.label_child(run_ids[seed], shown)  # a seed kept from an earlier set, too
             rows.append({"seed": seed, "run_id": run_ids[seed], **{k: metrics.get(k) for k in FIGURES}})

@@ -55,9 +55,10 @@ def backup_dir(run_id: str) -> Path:
 
 def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resume_run_id: str | None = None,
           parent_run_id: str | None = None, extra_tags: dict | None = None, verbose: int = 2,
-          tracker=None, preset: str = "") -> TrainResult:
+          tracker=None, preset: str = "", name: str = "") -> TrainResult:
     """Train `cfg` and record it through `tracker` (MLflow by default; `tracking.NullTracker()` records
-    nothing). `callbacks` are extra Keras callbacks (e.g. Optuna pruning)."""
+    nothing). `callbacks` are extra Keras callbacks (e.g. Optuna pruning); `name` the run's name (default:
+    from the config)."""
     tracker = tracker or tracking.MlflowTracker()
     cfg = cfg.resolved()
     keras.utils.set_random_seed(cfg.seed)
@@ -81,8 +82,8 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
     tags = {T.SYNTHETIC: str(ds.synthetic).lower(), T.MODEL: cfg.model, T.DATASET: ds.name,
             T.INIT: initialisation(cfg), T.PRESET: preset or "none", **(extra_tags or {})}
     with parallel, tracker.run(experiment=experiment or tracking.experiment_name_for(ds.synthetic),
-                     run_name=run_name(cfg, ds, preset, tags.get(T.TRIAL_NUMBER) or tags.get(T.CONFIRM_TRIAL, ""))
-                     + (f"-seed{cfg.seed}" if T.REPEAT_SEED in tags else ""), tags=tags,
+                     run_name=name or run_name(cfg, ds, preset, tags.get(T.TRIAL_NUMBER) or tags.get(T.CONFIRM_TRIAL, ""))
+                     + (f"-seed{cfg.seed}" if T.REPEAT_SEED in tags and not name else ""), tags=tags,
                      description=describe(cfg, ds, preset), resume_run_id=resume_run_id,
                      parent_run_id=parent_run_id) as run_id:
         tracker.log_config(dataclasses.asdict(cfg))
