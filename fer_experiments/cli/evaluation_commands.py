@@ -28,7 +28,7 @@ def evaluate(model_uris, data, splits, tta, mlflow_experiment, no_log):
 @option("--mlflow-experiment", required=True, aliases=("--experiment",),
         help="MLflow experiment whose runs to compare (e.g. fer2013)")
 @option("--out", default="report", show_default=True, help="folder for report.md, CSVs and figures")
-@option("--include-trials", is_flag=True, help="also list Optuna trial runs (children of a study)")
+@option("--include-trials", is_flag=True, help="also list Optuna trial runs (children of a study) and the seeds of repeat sets")
 @option("--no-log", is_flag=True, help="write the files only; no report run in MLflow")
 def report(mlflow_experiment, out, include_trials, no_log):
     """Comparison table (markdown + CSV) and figures of an MLflow experiment's training runs."""

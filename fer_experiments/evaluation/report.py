@@ -149,14 +149,18 @@ def confusion_figure(table: pd.DataFrame, title: str, tracker):
     return fig
 
 
+HIDDEN_ROWS = "; the seeds of a repeat set under way and study trials are rows with --include-trials"
+
+
 def write(experiment: str, out: str | Path, *, include_trials: bool = False, log: bool = True,
           tracker=None) -> list[Path]:
     """Tables and figures into `out` (and, with `log`, a report run); returns the written files."""
     tracker = tracker or MlflowTracker()
     table = collect(experiment, include_trials=include_trials, tracker=tracker)
     if table.empty:
-        raise UserError(f"MLflow experiment '{experiment}' has no finished training runs: train some first "
-                         f"(fer-exp train --mlflow-experiment {experiment} …)")
+        raise UserError(f"MLflow experiment '{experiment}' has no finished training runs to report: train some first "
+                         f"(fer-exp train --mlflow-experiment {experiment} …)"
+                         f"{'' if include_trials else HIDDEN_ROWS}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files, sections = [], []
