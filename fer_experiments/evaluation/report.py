@@ -20,7 +20,7 @@ from ..tracking import MlflowTracker
 from ..tracking import tags as T
 from .curves import plt  # matplotlib with its headless backend selected
 
-PARAMS = ("model", "epochs", "optimizer", "learning_rate", "schedule", "dropout", "aug_strength", "crop",
+PARAMS = ("model", "precision", "epochs", "optimizer", "learning_rate", "schedule", "dropout", "aug_strength", "crop",
           "mixup", "label_smoothing", "unfreeze", "weights", "image_size", "dataset", "limit", "n_train", "n_val", "n_test",
           "total_params", "temperature")
 BACKBONE_ONLY = ("unfreeze", "weights", "image_size")  # knobs of the registry's backbones (with `blocks`) only
