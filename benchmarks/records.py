@@ -18,8 +18,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import mlflow
-
 from fer_experiments.tracking import exports, imports
 from fer_experiments.tracking import tags as T
 
@@ -28,21 +26,14 @@ KEPT = ("evaluation/test/predictions.csv", "evaluation/metrics.json", "evaluatio
         "data/dataset.json", "config.json", "history/*.csv", "repeats/*")
 
 
-def _sets(experiment: str) -> list:
-    exp = mlflow.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    return mlflow.search_runs([exp.experiment_id], f"tags.`{T.RUN_KIND}` = 'repeats'", output_format="list")
-
-
 def save(experiment: str = "fer2013", root: Path = ROOT) -> list[Path]:
     """Every repeat set of `experiment` (finished seeds) into `root/<parent name without its seed count>/`."""
     root.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".runs-", dir=root.parent))
     stage.chmod(0o755)  # mkdtemp's is the owner's only: this is a folder of the checkout
     try:
-        for run in _sets(experiment):
-            exports.export_runs(run.info.run_id, stage / re.sub(r"-\d+seeds", "", run.info.run_name), KEPT,
+        for run_id, name, _ in exports.repeat_sets(experiment):
+            exports.export_runs(run_id, stage / re.sub(r"-\d+seeds", "", name), KEPT,
                                 skip_metrics=("system/*",))
         old = root.with_name(f".old-{root.name}")
         if root.exists():
@@ -56,7 +47,7 @@ def save(experiment: str = "fer2013", root: Path = ROOT) -> list[Path]:
 
 def load(experiment: str = "fer2013", root: Path = ROOT) -> list[str]:
     """Import each kept set the store does not hold yet (by its key); the new parent run ids."""
-    held = {run.data.tags.get(T.REPEAT_GROUP) for run in _sets(experiment)}
+    held = {key for _, _, key in exports.repeat_sets(experiment)}
     out = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []:
         metas = [json.loads((p / "run.json").read_text()) for p in folder.iterdir() if (p / "run.json").is_file()]

@@ -90,3 +90,12 @@ def _artifact_paths(client, run_id: str, path: str) -> list[str]:
     for item in client.list_artifacts(run_id, path or None):
         out += _artifact_paths(client, run_id, item.path) if item.is_dir else [item.path]
     return out
+
+
+def repeat_sets(experiment: str) -> list[tuple[str, str, str]]:
+    """(parent run id, run name, `fer.repeat_group`) of every repeat set in `experiment` (none if it is missing)."""
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    runs = mlflow.search_runs([exp.experiment_id], f"tags.`{T.RUN_KIND}` = 'repeats'", output_format="list")
+    return [(r.info.run_id, r.info.run_name, r.data.tags.get(T.REPEAT_GROUP, "")) for r in runs]
