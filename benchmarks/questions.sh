@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The issue-20 questions on real FER-2013, arm after arm, as the README gives them. Resumable across
 # machines: the kept sets (benchmarks/results/runs/) are loaded into the store first and saved back every
-# 5 minutes (finished seeds), so a later machine goes on with the seeds that are missing.
+# 5 minutes (finished seeds), so a later machine goes on with the seeds that are missing. Every arm names its
+# precision: `auto` resolves per CPU (bf16 on AVX512-BF16, float32 elsewhere), and a set is one resolved
+# configuration, so a set begun on one kind of CPU would not be continued on another.
 #   bash benchmarks/questions.sh            # MLFLOW_TRACKING_URI: the store to use [sqlite:///mlflow.db]
 set -u
 cd "$(dirname "$0")/.."
@@ -10,7 +12,7 @@ python -m benchmarks.records load
 (while sleep 300; do python -m benchmarks.records save > /dev/null; done) &
 trap 'kill $!; python -m benchmarks.records save' EXIT
 for arm in "--preset fer_compact_fast --precision float32" "--preset fer_compact_fast --precision mixed_bfloat16" \
-           "--preset custom" "--preset custom_aug"; do
+           "--preset custom --precision float32" "--preset custom_aug --precision float32"; do
   # shellcheck disable=SC2086
   fer-exp train --data ../shared/fer2013 --mlflow-experiment fer2013 $arm --repeats 3
 done

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 
 import numpy as np
@@ -100,14 +101,36 @@ def test_test_only_folder_and_cache(tmp_path):
     ds = load_dataset(str(tmp_path / "only"), cache_dir=tmp_path / "c")
     assert list(ds.splits) == ["test"]
     cached = list((tmp_path / "c" / "decoded").glob("*.npz"))
-    assert [p.stem for p in cached] == [ds.digest]
-    # rewriting the files changes the digest (a new cache entry); an unchanged source reuses its entry
+    assert [p.stem for p in cached] == [ds.cache_key]
+    # rewriting the files changes the cache key (a new cache entry); an unchanged source reuses its entry
     for p in (tmp_path / "only").rglob("*.png"):
         p.write_bytes(p.read_bytes())
     again = load_dataset(str(tmp_path / "only"), cache_dir=tmp_path / "c")
-    assert np.array_equal(again.splits["test"].x, ds.splits["test"].x)
+    assert np.array_equal(again.splits["test"].x, ds.splits["test"].x) and again.cache_key != ds.cache_key
     same = load_dataset(str(tmp_path / "only"), cache_dir=tmp_path / "c")
-    assert same.digest == again.digest and len(list((tmp_path / "c" / "decoded").glob("*.npz"))) == 2
+    assert same.cache_key == again.cache_key and len(list((tmp_path / "c" / "decoded").glob("*.npz"))) == 2
+    # what runs record is of the images: the same bytes under other file times keep it (another machine's copy)
+    assert again.digest == ds.digest == same.digest
+    assert again.splits["test"].digest() == ds.splits["test"].digest()
+
+
+def test_digest_follows_the_images_not_the_files(tmp_path):
+    """Two machines' copies of one folder (other file times) record one digest; another image, label or
+    name changes it, and so does the split's own digest that `compare` checks."""
+    root = make_folder(tmp_path / "fer")
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)  # copytree keeps times: touch them, as another machine's copy has its own
+    for p in copy.rglob("*.png"):
+        os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    a = load_dataset(str(root), cache_dir=tmp_path / "c")
+    b = load_dataset(str(copy), cache_dir=tmp_path / "c")
+    assert a.cache_key != b.cache_key and a.digest == b.digest
+    assert a.splits["test"].digest() == b.splits["test"].digest() != a.splits["train"].digest()
+    first = sorted((copy / "test").rglob("*.png"))[0]
+    Image.fromarray(255 - np.asarray(Image.open(first))).save(first)
+    c = load_dataset(str(copy), cache_dir=tmp_path / "c")
+    assert c.digest != a.digest and c.splits["test"].digest() != a.splits["test"].digest()
+    assert c.splits["train"].digest() == a.splits["train"].digest()
 
 
 def test_cache_hit_decodes_nothing_and_reseeds_val(tmp_path, monkeypatch):

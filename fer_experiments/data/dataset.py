@@ -2,11 +2,14 @@
 
 Sources: the Kaggle folder layout, the original `fer2013.csv(.gz)`, or the built-in synthetic set
 (written in the folder layout and read back through the same loader). Decoded arrays are cached by
-a digest of the source (`cache.py`); validation is carved from train *after* loading, so another
-seed or fraction never re-decodes.
+a digest of the source files' names, sizes and times (`cache.py`); validation is carved from train
+*after* loading, so another seed or fraction never re-decodes. What runs record is another digest, of the
+decoded images, labels and file names (`Dataset.digest`, `Split.digest`): the same data copied to
+another machine (other file times) keeps it.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,15 +34,20 @@ class Split:
         """The images at `idx`, names and all."""
         return Split(self.x[idx], self.y[idx], None if self.names is None else self.names[idx])
 
+    def digest(self) -> str:
+        """Of these images' pixels, labels and file names, in order: equal digests, the same images."""
+        return _content_digest([self])
+
 
 @dataclass
 class Dataset:
     name: str  # folder or CSV base name; synthetic sets are always named synthetic-…
     source: str  # absolute path read (for synthetic: the folder it was written to)
     kind: str  # folder | csv | synthetic
-    digest: str  # of the source: the decoded-cache key
+    digest: str  # of the decoded images, labels and names of every split as read (before a carve): machine-independent
     splits: dict[str, Split]  # in order train, val, test; a test-only folder has just "test"
     notes: list[str] = field(default_factory=list)  # warnings for the user (resized images, missing classes)
+    cache_key: str = ""  # of the source files (names, sizes, times): the decoded cache's entry
 
     @property
     def synthetic(self) -> bool:
@@ -68,14 +76,25 @@ def load_dataset(source: str | os.PathLike | None = None, *, val_fraction: float
     cache_root = Path(cache_dir) if cache_dir else cache.default_cache_dir()
     path, kind, name = _resolve("synthetic" if source is None else str(source), cache_root, synthetic_size)
     reader = csvfile.read_csv if kind == "csv" else folder.read_folder
-    digest = cache.source_digest(path)
-    parts, notes = cache.cached(cache_root, digest, lambda: reader(path))
+    key = cache.source_digest(path)
+    parts, notes = cache.cached(cache_root, key, lambda: reader(path))
     splits = {k: Split(*part) for k, part in parts.items()}
+    digest = _content_digest([splits[k] for k in sorted(splits)])
     if "val" not in splits and "train" in splits:
         splits["train"], splits["val"] = _carve(splits["train"], val_fraction, seed)
     order = [k for k in ("train", "val", "test") if k in splits]
     return Dataset(name=name, source=str(path.resolve()), kind=kind, digest=digest,
-                   splits={k: splits[k] for k in order}, notes=list(notes))
+                   splits={k: splits[k] for k in order}, notes=list(notes), cache_key=key)
+
+
+def _content_digest(splits: list[Split]) -> str:
+    h = hashlib.sha1()
+    for s in splits:
+        h.update(np.ascontiguousarray(s.x, np.uint8).tobytes())
+        h.update(np.asarray(s.y, np.int64).tobytes())
+        h.update("\n".join(map(str, s.names if s.names is not None else [])).encode())
+        h.update(b"|")
+    return h.hexdigest()[:16]
 
 
 def _resolve(src: str, cache_root: Path, synthetic_size: int) -> tuple[Path, str, str]:

@@ -30,7 +30,7 @@ class Arm:
     label: str
     tables: list  # one predictions DataFrame per run (image, label, predicted, correct, …)
     run_ids: list = field(default_factory=list)
-    digest: str = ""  # the dataset digest the runs record, where they record one
+    digests: list = field(default_factory=list)  # each run's digest of the compared split's images ("" if unrecorded)
 
     def accuracies(self) -> np.ndarray:
         return np.array([t["correct"].astype(bool).mean() for t in self.tables])
@@ -48,14 +48,19 @@ class Arm:
 
 
 def check_same_images(arms: list[Arm]) -> None:
-    """Every run must have been evaluated on the same images with the same labels: else one line."""
+    """Every run must have been evaluated on the same images with the same labels: else one line. The
+    images' digest (pixels, labels, names) is checked where both runs record it; runs from before it was
+    recorded are checked by their files and labels only (the dataset digest they carry counted file
+    times, so one folder copied to two machines differed)."""
     ref_arm, ref = arms[0], arms[0].tables[0].sort_values("image").reset_index(drop=True)
+    ref_digest = next(iter(ref_arm.digests), "")
     for arm in arms:
-        for run_id, table in zip(arm.run_ids or [arm.label] * len(arm.tables), arm.tables):
+        ids = arm.run_ids or [arm.label] * len(arm.tables)
+        for run_id, table, digest in zip(ids, arm.tables, arm.digests or [""] * len(arm.tables)):
             t = table.sort_values("image").reset_index(drop=True)
             why = ""
-            if arm.digest and ref_arm.digest and arm.digest != ref_arm.digest:
-                why = f"dataset digest {arm.digest} vs {ref_arm.digest}"
+            if digest and ref_digest and digest != ref_digest:
+                why = f"images digest {digest} vs {ref_digest}"
             elif len(t) != len(ref):
                 why = f"{len(t)} images vs {len(ref)}"
             elif not t["image"].equals(ref["image"]):
@@ -193,7 +198,7 @@ def write(refs: list[str], out, *, split: str = "test", experiment: str | None =
     for f in found:  # two runs of one name (e.g. the same preset twice) are told apart by their id
         if labels.count(f["label"]) > 1:
             f["label"] = f"{f['label']} {f['run_ids'][0][:6]}"
-    arms = [Arm(f["label"], f["tables"], f["run_ids"], f["digest"]) for f in found]
+    arms = [Arm(f["label"], f["tables"], f["run_ids"], f["digests"]) for f in found]
     table, pairs = compare(arms, seed=seed)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,8 @@ class OutputRecords:
     # -- fer-exp compare ------------------------------------------------------------------------------
     def comparison_arm(self, ref: str, split: str) -> dict:
         """What `compare` needs of one argument — a run id or name, a models:/ or runs:/ URI (its run), or a
-        repeat set's parent (its FINISHED seeds): {label, run_ids, tables (each run's predictions on `split`), digest}."""
+        repeat set's parent (its FINISHED seeds): {label, run_ids, tables (each run's predictions on `split`), digests
+        (each run's `<split>_images_digest`, "" where a run predates it)}."""
         run_id = ref
         if ref.startswith(("models:/", "runs:/")):
             run_id, _ = logged_models.source_run_tags(ref)
@@ -80,8 +81,8 @@ class OutputRecords:
             if not runs:
                 raise UserError(f"repeat set {run_id} has no finished seed yet: finish it (rerun its command) first")
         return {"label": label, "run_ids": [r.info.run_id for r in runs],
-                "tables": [self._predictions(r, split) for r in runs], "digest": run.data.params.get("dataset_digest", "")
-                or runs[0].data.params.get("dataset_digest", "")}
+                "tables": [self._predictions(r, split) for r in runs],
+                "digests": [r.data.params.get(records.images_digest_param(split), "") for r in runs]}
 
     def _named_run(self, name: str):
         """The one active run called `name` in any experiment (a repeat set's parent, say, whose id differs

@@ -22,8 +22,14 @@ def dataset_record(ds) -> dict:
 
 
 def dataset_params(ds) -> dict:
+    """The data as params; `<split>_images_digest` is what `compare` checks two runs' test images by."""
     return {"dataset": ds.name, "dataset_digest": ds.digest, "dataset_kind": ds.kind,
-            **{f"n_{split}": len(part.y) for split, part in ds.splits.items()}}
+            **{f"n_{split}": len(part.y) for split, part in ds.splits.items()},
+            **{images_digest_param(split): part.digest() for split, part in ds.splits.items()}}
+
+
+def images_digest_param(split: str) -> str:
+    return f"{split}_images_digest"
 
 
 def input_tags(counts: dict, synthetic: bool) -> dict:
