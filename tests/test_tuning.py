@@ -247,6 +247,8 @@ def test_bad_trials_are_pruned_and_marked(store, tmp_path):
     (["--pruner", "magic"], "'magic' is not one of"),
     (["--model", "alexnet"], "unknown model 'alexnet'"),
     (["--storage", "postgresql://fer@127.0.0.1:1/nowhere"], "is unreachable"),
+    (["--storage", "grpc://127.0.0.1"], "is not grpc://HOST:PORT"),
+    (["--storage", "grpc://127.0.0.1:1"], "no study server answered"),
     (["--storage", "mysql://fer@127.0.0.1:1/nowhere"], "needs the database driver 'MySQLdb', which is not installed: pip"),
     (["--n_trials", "0"], "--n-trials"),
 ])

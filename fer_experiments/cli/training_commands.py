@@ -124,6 +124,24 @@ def tune(preset, n_trials, timeout, study, storage, sampler, pruner, search_spac
     tuning.tune(settings, echo=click.echo)  # its last line names the champion
 
 
+@click.command("study-server")
+@option("--storage", required=True,
+        help="the database the studies live in: SQLAlchemy URL (postgresql://user@host/db, password in PGPASSWORD)")
+@option("--host", default="127.0.0.1", show_default=True,
+        help="address to listen on (0.0.0.0: every interface; the proxy has no authentication)")
+@option("--port", default=13000, show_default=True, type=click.IntRange(1, 65535))
+def study_server(storage, host, port):
+    """Serve a study database to many workers over Optuna's gRPC storage proxy: this process holds the
+    database connections; workers pass `tune --storage grpc://HOST:PORT`. Runs until interrupted."""
+    from ..studies import grpc_proxy
+    from ..studies import storage as st
+
+    rdb = st.open_rdb(storage)
+    click.echo(f"study server for {st.mask_url(storage)}: workers pass --storage grpc://{host}:{port} "
+               f"(Ctrl-C stops it)")
+    grpc_proxy.serve(rdb, host, port)
+
+
 @click.command("import-run")
 @click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False), metavar="FOLDER...")
 @mlflow_experiment_option("MLflow experiment [the one the run names]")

@@ -3,23 +3,7 @@ Optuna's journal storage lacks), and a journal whose last line a crash cut short
 made worse.
 
 Leases. `LeasedJournalStorage` is Optuna's `JournalStorage` with Optuna's own heartbeat interface
-(`BaseHeartbeat`, which RDB storages implement): while a trial runs, Optuna's heartbeat thread calls
-`record_heartbeat` every `interval` seconds, which writes the trial's lease (the worker's identity and
-the time) into the journal; before each trial Optuna asks `_get_stale_trial_ids` and fails what it
-returns, calling the stale-trial callback (the MLflow run marked FAILED, the trial retried with the
-same params). A trial is stale when the worker that runs it is on this machine (same host name and
-PID namespace) and its process is gone — known at once — or when its lease has not changed for
-`grace` seconds *of the observer's own clock*; it is alive when its process is seen, or its lease
-was seen to change lately; in between, unknown. Comparing lease values, never the timestamps
-written by another host, keeps clock skew between machines out of it; the price is that a worker
-has to watch a lease for `grace` seconds before calling it stale (each worker watches the others'
-leases from its own heartbeat thread, so that time passes while it trains).
-
-A worker about to leave a study that is not done (`recover_or_wait`) waits until each other
-worker's trial is alive by a renewal seen *since it began to wait* (at most an interval) or stale
-(at most `grace`), and fails, requeues and runs the stale ones: a worker that died before that is
-always noticed. Left: one on another machine that dies while the survivor leaves looks alive; the
-next worker to start (or the same command rerun) retries its trial.
+(`BaseHeartbeat`, which RDB storages implement) on trial leases written into the journal (`leases`).
 
 Cut lines. A crash (SIGKILL, power loss, a full disk) while a worker appends leaves a last line with
 no newline. Optuna's reader skips such a line, but the next append would land on it, making a line
@@ -34,46 +18,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sys
-import threading
-import time
-import warnings
 
-import optuna
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.storages.journal._file import get_lock_file
-from optuna.trial import TrialState
 
 from ..config import ConfigError
-
-LEASE = "fer:lease"  # trial system attribute: [worker identity, unix time of the last renewal]
+from .leases import LEASE, Leases, recover_or_wait, worker_identity  # noqa: F401  (the names journal users import)
 
 
 class JournalCorrupt(ConfigError):
     """A line of the study journal that is not a journal record (one line: the file, the line, the fix)."""
-
-
-def worker_identity() -> str:
-    """host|pid namespace|pid. FER_WORKER_HOST overrides the host name where two machines share one
-    (containers on the host network); the PID namespace tells containers on one host apart."""
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = ""
-    return f"{os.environ.get('FER_WORKER_HOST') or socket.gethostname()}|{namespace}|{os.getpid()}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
 
 class RepairingFileBackend(JournalFileBackend):
     """Optuna's `JournalFileBackend` that cuts an incomplete last line off before appending, and
@@ -135,90 +90,9 @@ class RepairingFileBackend(JournalFileBackend):
                 f"was recorded after is lost) and pass --storage journal:FIXED")
 
 
-class LeasedJournalStorage(JournalStorage, BaseHeartbeat):
-    """A journal storage whose running trials hold a lease (see the module docstring)."""
+class LeasedJournalStorage(JournalStorage, Leases):
+    """A journal storage whose running trials hold a lease (see the module docstring and `leases`)."""
 
     def __init__(self, backend, *, interval: int, grace: float, on_stale):
-        self.interval, self.grace, self._on_stale = interval, grace, on_stale
-        self.identity = worker_identity()
-        self._seen: dict[int, tuple] = {}  # trial id → (lease, monotonic time it last changed, seen to change)
-        self._seen_lock = threading.Lock()
-        self._watched: set[int] = set()
-        super().__init__(backend)
-
-    # -- Optuna's heartbeat interface ---------------------------------------------------------------
-    def record_heartbeat(self, trial_id: int) -> None:
-        try:
-            self.set_trial_system_attr(trial_id, LEASE, [self.identity, round(time.time(), 3)])
-        except optuna.exceptions.UpdateFinishedTrialError:
-            return  # another worker judged it stale and failed it: nothing left to renew
-        try:  # watch the other workers' leases while this one trains (an aid only: never fatal)
-            for study_id in list(self._watched):
-                self.leases(study_id)
-        except Exception:
-            pass
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        return [t._trial_id for t in self.leases(study_id)["stale"]]
-
-    def get_heartbeat_interval(self) -> int:
-        return self.interval
-
-    def get_heartbeat_stale_trial_callback(self):
-        return self._on_stale
-
-    # -- the other workers' trials ------------------------------------------------------------------
-    def leases(self, study_id: int, renewed_since: float | None = None) -> dict[str, list]:
-        """The RUNNING trials of other workers, as "stale" (lease unchanged for `grace`, or process
-        gone from this host), "alive" (process on this host, or lease seen renewed since the monotonic
-        time `renewed_since`, by default within two intervals) or "unknown" (neither yet)."""
-        self._watched.add(study_id)
-        groups = {"alive": [], "stale": [], "unknown": []}
-        here = self.identity.rsplit("|", 1)[0]
-        now = time.monotonic()
-        since = now - 2 * self.interval if renewed_since is None else renewed_since
-        for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            lease = trial.system_attrs.get(LEASE)
-            who = lease[0] if lease else ""
-            if who == self.identity:
-                continue  # this worker's own trial
-            with self._seen_lock:
-                old = self._seen.get(trial._trial_id)
-                if old is None or old[0] != lease:
-                    old = self._seen[trial._trial_id] = (lease, now, old is not None)
-            place, _, pid = who.rpartition("|")
-            if now - old[1] > self.grace:  # also a process here that is hung, or a pid now someone else's
-                kind = "stale"
-            elif place == here and pid.isdigit():
-                kind = "alive" if _alive(int(pid)) else "stale"
-            else:
-                kind = "alive" if old[2] and old[1] >= since else "unknown"
-            groups[kind].append(trial)
-        return groups
-
-
-def recover_or_wait(study, n_trials: int, deadline: float | None) -> bool:
-    """Before a worker leaves a study that is not done: wait until each other worker's RUNNING trial
-    is alive (renewed since this call began: its worker finishes it) or stale, fail and requeue the
-    stale ones, and say whether there is work for this worker (a requeued or waiting trial, or a free
-    slot)."""
-    storage, began = study._storage, time.monotonic()
-    if not isinstance(storage, LeasedJournalStorage):
-        return False
-    while deadline is None or time.monotonic() < deadline:
-        trials = study.get_trials(deepcopy=False)
-        if sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials) >= n_trials:
-            return False
-        if any(t.state == TrialState.WAITING for t in trials):
-            return True
-        groups = storage.leases(study._study_id, renewed_since=began)
-        if groups["stale"]:
-            with warnings.catch_warnings():  # "experimental" in Optuna's wording; Optuna calls it itself
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                optuna.storages.fail_stale_trials(study)
-            return True
-        if not groups["unknown"]:
-            busy = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) for t in trials)
-            return busy < n_trials
-        time.sleep(max(0.5, storage.interval / 4))
-    return False
+        self._init_leases(interval=interval, grace=grace, on_stale=on_stale)
+        JournalStorage.__init__(self, backend)

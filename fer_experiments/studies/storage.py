@@ -1,8 +1,10 @@
 """Where an Optuna study lives: a journal file under mlruns/ by default, or any SQLAlchemy URL.
 
 The journal file (JournalFileBackend) is safe for several processes on one machine, which SQLite
-is not, and on a shared file system for several machines. Both kinds get heartbeats: RDB storages
-(PostgreSQL, MySQL) Optuna's own, the journal a lease per running trial (`journal`). A worker that
+is not, and on a shared file system for several machines; `grpc://HOST:PORT` is a study server
+(`grpc_proxy`) in front of a database, for more workers than it has connections. All get
+heartbeats: RDB storages (PostgreSQL, MySQL) Optuna's own, the journal and the proxy a lease per
+running trial (`leases`). A worker that
 dies mid-trial has its trial failed (its MLflow run FAILED) and retried with the same params by a
 live worker.
 """
@@ -61,6 +63,10 @@ def open_storage(url: str, on_fail):
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = RepairingFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
         return LeasedJournalStorage(backend, interval=HEARTBEAT_S, grace=GRACE_S, on_stale=_retry_and_record(on_fail))
+    if url.startswith("grpc://"):  # a study server (`fer-exp study-server`) in front of a database
+        from .grpc_proxy import LeasedGrpcStorage
+
+        return LeasedGrpcStorage(url, interval=HEARTBEAT_S, grace=GRACE_S, on_stale=_retry_and_record(on_fail))
     if "://" not in url:
         raise ConfigError(f"storage '{url}' is not a SQLAlchemy URL or journal file: use e.g. "
                           f"postgresql://user@host/db (password in PGPASSWORD or ~/.pgpass), journal:path/to/file.log, "
@@ -85,6 +91,15 @@ def open_storage(url: str, on_fail):
                 continue
             first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
             raise ConfigError(f"storage {mask_url(url)} is unreachable ({first}): start the database or fix the URL") from None
+
+
+def open_rdb(url: str):
+    """The database a study server (`grpc_proxy`) serves: an RDB storage, or a one-line ConfigError."""
+    if "://" not in (url or "") or url.startswith("grpc://"):
+        raise ConfigError(f"study-server --storage {mask_url(url) or 'nothing'} is not a database URL: pass a "
+                          f"SQLAlchemy URL such as postgresql://user@host/db (the gRPC proxy serves RDB storages "
+                          f"only, not a journal file or another proxy)")
+    return open_storage(url, on_fail=lambda study, trial: None)  # heartbeats are the workers' leases here
 
 
 DRIVER_PACKAGES = {"postgresql": "'psycopg[binary]'", "postgresql+psycopg2": "psycopg2-binary",

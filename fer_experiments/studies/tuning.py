@@ -26,7 +26,7 @@ from ..tracking import MlflowTracker
 from ..tracking import experiment_name_for as tracking_experiment
 from ..tracking import tags as T
 from . import confirmation, search_space
-from .journal import recover_or_wait
+from .leases import recover_or_wait
 from .plots import study_figures
 from .pruning import KerasPruning, make_pruner, make_sampler
 from .settings import TuneSettings

@@ -25,7 +25,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from ..errors import UserError
-from .journal import LeasedJournalStorage, worker_identity
+from .leases import Leases, worker_identity
 
 
 class WorkerStopped(UserError):
@@ -83,7 +83,7 @@ def hush() -> None:
 def others_running(study) -> int:
     """How many trials other live (or not yet known dead) workers are running."""
     storage = study._storage
-    if isinstance(storage, LeasedJournalStorage):
+    if isinstance(storage, Leases):
         groups = storage.leases(study._study_id)
         return len(groups["alive"]) + len(groups["unknown"])
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
