@@ -91,8 +91,8 @@ TUNE = study_settings.defaults()
         help="seconds for this worker; 0 = none")
 @option("--study", default=TUNE["study"], help="study name [fer-<model>-<dataset>]")
 @option("--storage", default=TUNE["storage"],
-        help="Optuna storage: SQLAlchemy URL (postgresql://user@host/db, password in PGPASSWORD) or journal:FILE "
-             "[journal file mlruns/optuna/journal.log]")
+        help="Optuna storage: SQLAlchemy URL (postgresql://user@host/db, password in PGPASSWORD), journal:FILE, or "
+             "grpc://HOST:PORT (a `fer-exp study-server`) [journal file mlruns/optuna/journal.log]")
 @option("--sampler", default=TUNE["sampler"], show_default=True, type=click.Choice(list(SAMPLERS)))
 @option("--pruner", default=TUNE["pruner"], show_default=True, type=click.Choice(list(PRUNERS)))
 @option("--search-space", default=TUNE["search_space"], help="YAML file overriding the family's default space")
