@@ -128,11 +128,9 @@ def all_runs(experiment_names=None):
 
 
 def _free_port() -> int:
-    import socket
+    from benchmarks.postgres import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_port()
 
 
 PG_PASSWORD = "pg-Secret-7f3a9"  # the password of the roles below, which the tests grep records for
@@ -145,52 +143,18 @@ def postgres(tmp_path_factory):
 
     Skips with the reason where PostgreSQL is not installed — except under CI, where it must run.
     Yields a function that creates a fresh database and returns its SQLAlchemy URL."""
-    import glob
-    import shutil
-    import subprocess
+    from benchmarks.postgres import Postgres, bindir
 
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    if not bins:
+    if not bindir():
         if os.environ.get("CI") == "true":
             pytest.fail("PostgreSQL is not installed but CI=true: .ci/run must apt-get install postgresql")
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql) — distributed-study tests skipped")
-    import tempfile
-    from pathlib import Path
-
-    bindir = bins[-1]
-    # Not under pytest's tmp dir: that is private to root, and the server runs as the postgres user.
-    root = Path(tempfile.mkdtemp(prefix="fer-pg-"))
-    os.chmod(root, 0o777)
-    datadir = root / "data"
-    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 and shutil.which("runuser") else []
-    port = _free_port()
-
-    def run(*cmd):
-        done = subprocess.run([*as_pg, *cmd], capture_output=True, text=True)
-        if done.returncode:
-            pytest.fail(f"{cmd[0]} failed: {done.stderr.strip()[-1500:]}")
-
-    run(f"{bindir}/initdb", "-D", str(datadir), "-A", "trust", "-U", "fer", "--no-sync")
     # `fer` is trusted; the README's roles `mlflow` and `optuna` need their password (first match wins).
-    hba = datadir / "pg_hba.conf"
-    hba.write_text(f"host all {','.join(PG_PASSWORD_ROLES)} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
-    run(f"{bindir}/pg_ctl", "-D", str(datadir), "-l", str(root / "log"), "-w", "start", "-o",
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200")
-    for role in PG_PASSWORD_ROLES:
-        run(f"{bindir}/psql", "-h", "127.0.0.1", "-p", str(port), "-U", "fer", "-d", "postgres", "-c",
-            f"CREATE ROLE {role} LOGIN PASSWORD '{PG_PASSWORD}'")
-    counter = iter(range(10_000))
-
-    def new_database(owner: str = "fer", name: str | None = None) -> str:
-        """A fresh database and its URL as the README spells it (no password: PGPASSWORD carries it)."""
-        name = name or f"optuna{next(counter)}"
-        run(f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "fer", "-O", owner, name)
-        return f"postgresql://{owner}@127.0.0.1:{port}/{name}"
-
-    yield new_database
-    subprocess.run([*as_pg, f"{bindir}/pg_ctl", "-D", str(datadir), "-m", "immediate", "stop"],
-                   capture_output=True)
-    shutil.rmtree(root, ignore_errors=True)
+    hba = f"host all {','.join(PG_PASSWORD_ROLES)} 127.0.0.1/32 scram-sha-256\n"
+    with Postgres(hba_first=hba) as pg:
+        for role in PG_PASSWORD_ROLES:
+            pg.sql(f"CREATE ROLE {role} LOGIN PASSWORD '{PG_PASSWORD}'")
+        yield pg.database
 
 
 def _start_mlflow_server(tmp_path, template: Path, *extra, env=None):
@@ -267,7 +231,7 @@ def mlflow_auth_server(tmp_path, monkeypatch, data_cache, empty_store_file):
 # source trains, tunes, starts a server or spawns a process needs the marker; and a Keras `fit`
 # during an unmarked test fails it.
 COSTLY = re.compile(r"\bsubprocess\.|\bPopen\(|\b_worker\(|\brun_and_kill\(|\btrain\(|\btune\(|\.fit\(|"
-                    r"_start_mlflow_server\(|\bfer_exp\(")
+                    r"_start_mlflow_server\(|\bfer_exp\(|\bPostgres\(")
 
 
 def _costly(func) -> bool:
