@@ -58,10 +58,12 @@ def _peak_connections(dsn: str, db: str, procs, stop_at: float) -> int:
 
     peak = 0
     with psycopg.connect(dsn, autocommit=True) as conn:
-        while time.monotonic() < stop_at and any(p.poll() is None for p in procs):
+        while True:  # one sample at least: the workers are connected (and waiting) when this starts
             n = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
                              (db,)).fetchone()[0]
             peak = max(peak, n)
+            if time.monotonic() > stop_at or all(p.poll() is not None for p in procs):
+                return peak
             time.sleep(0.2)
     return peak
 
@@ -88,8 +90,10 @@ def _one(pg, mode: str, workers: int, per_worker: int, sleep: float, limit: floa
     procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.study_scale", "--worker", storage, name, str(start),
                                str(per_worker), str(sleep), str(limit), str(out)]) for out in outs]
     time.sleep(5 + workers * 0.25)  # their imports and connections, before the clock starts
+    dsn = f"postgresql://fer@127.0.0.1:{pg.port}/postgres"
+    before = _peak_connections(dsn, db, [], 0)  # the workers connected, waiting for the start
     start.touch()
-    peak = _peak_connections(f"postgresql://fer@127.0.0.1:{pg.port}/postgres", db, procs, time.monotonic() + limit + 60)
+    peak = max(before, _peak_connections(dsn, db, procs, time.monotonic() + limit + 60))
     for p in procs:
         try:
             p.wait(timeout=limit + 60)

@@ -89,3 +89,18 @@ def test_study_server_refuses_what_it_cannot_serve(tmp_path):
         out = CliRunner().invoke(main, ["study-server", "--storage", storage])
         assert out.exit_code == 2 and "is not a database URL" in out.output, out.output
         assert len(out.output.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_scaling_benchmark_runs_both_storages_small(tmp_path):
+    import json
+
+    out = tmp_path / "scale.json"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.study_scale", "--workers", "2", "--per-worker", "2",
+                           "--sleep", "0", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mode"], r["workers"], r["trials"], r["complete"]) for r in rows] == [
+        ("direct", 2, 4, True), ("proxy", 2, 4, True)]
+    assert all(r["peak_connections"] >= 1 and r["trials_per_s"] > 0 and r["ask_ms_median"] > 0 for r in rows)
+    assert "| study server (gRPC proxy) | 2 | 4 |" in done.stdout
