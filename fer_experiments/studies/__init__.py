@@ -8,6 +8,7 @@
 - `search_space`: the YAML spaces in experiments/search_spaces/; `storage`: journal file,
   SQLAlchemy URL or study server, heartbeats and dead-worker recovery; `leases`: the heartbeat kept
   in the storage for those that lack one; `journal`: the journal file (leased) and its cut-line
-  repair; `grpc_proxy`: the study server (Optuna's gRPC proxy) and its leased client; `workers`: a joining worker's sampler seed and SIGTERM / SIGINT; `plots`:
-  Optuna's matplotlib figures.
+  repair; `grpc_proxy`: the study server (Optuna's gRPC proxy) and its leased client;
+  `workers`: a joining worker's sampler seed and SIGTERM / SIGINT; `plots`: Optuna's matplotlib
+  figures.
 """
