@@ -27,9 +27,11 @@ def _worker(storage: str, study: str, start: str, trials: int, sleep: float, lim
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if storage.startswith("grpc://"):
-        host, port = storage.removeprefix("grpc://").rsplit(":", 1)
-        backend = optuna.storages.GrpcStorageProxy(host=host, port=int(port))
+    if storage.startswith("grpc://"):  # Optuna's plain client: the proxy itself is what is measured
+        from fer_experiments.studies.grpc_proxy import parse
+
+        host, port = parse(storage)
+        backend = optuna.storages.GrpcStorageProxy(host=host, port=port)
     else:
         backend = optuna.storages.RDBStorage(storage)
     s = optuna.load_study(study_name=study, storage=backend)
@@ -65,7 +67,6 @@ def _peak_connections(dsn: str, db: str, procs, stop_at: float) -> int:
             if time.monotonic() > stop_at or all(p.poll() is not None for p in procs):
                 return peak
             time.sleep(0.2)
-    return peak
 
 
 def _one(pg, mode: str, workers: int, per_worker: int, sleep: float, limit: float, tmp: Path) -> dict:
