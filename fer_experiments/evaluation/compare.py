@@ -53,7 +53,7 @@ def check_same_images(arms: list[Arm]) -> None:
     recorded are checked by their files and labels only (the dataset digest they carry counted file
     times, so one folder copied to two machines differed)."""
     ref_arm, ref = arms[0], arms[0].tables[0].sort_values("image").reset_index(drop=True)
-    ref_digest = next(iter(ref_arm.digests), "")
+    ref_digest = next((d for arm in arms for d in arm.digests if d), "")  # the first run that records one
     for arm in arms:
         ids = arm.run_ids or [arm.label] * len(arm.tables)
         for run_id, table, digest in zip(ids, arm.tables, arm.digests or [""] * len(arm.tables)):
