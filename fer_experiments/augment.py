@@ -137,15 +137,20 @@ class Batches(keras.utils.PyDataset):
     - ``full_batches``: every batch has exactly `batch_size` images (the epoch's remainder, fewer than
       one batch, is left out and changes with each epoch's shuffle), so data parallelism can split
       every batch evenly over the devices;
-    - ``sample_weight``: per-image weights (class weights), yielded beside each batch.
+    - ``sample_weight``: per-image weights (class weights), yielded beside each batch;
+    - ``shard=(i, n)``: only the i-th of n equal slices of every (global) batch, for one of n processes
+      that shuffle alike: together they feed each batch exactly once (`training.processes`).
 
     Labels are one-hot when mixing, else as given. Every batch draws from its own generator seeded
     by (seed, epoch, index): reproducible and safe under Keras's worker threads."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, *, batch_size: int, num_classes: int, alpha: float = 0.0,
                  seed: int = 0, full_batches: bool = False, onehot: bool = False,
-                 sample_weight: np.ndarray | None = None, **kwargs):
+                 sample_weight: np.ndarray | None = None, shard: tuple[int, int] = (0, 1), **kwargs):
         super().__init__(**kwargs)
+        if shard[1] > 1 and (not full_batches or batch_size % shard[1]):
+            raise ValueError(f"shard {shard} needs full batches that split into {shard[1]} equal slices")
+        self.shard = shard
         self.x = x
         self.labels = np.eye(num_classes, dtype="float32")[y] if alpha or onehot else y
         self.batch_size, self.alpha, self.seed, self.epoch = batch_size, alpha, seed, 0
@@ -167,7 +172,12 @@ class Batches(keras.utils.PyDataset):
             partner = rng.permutation(len(idx))
             x = lam[:, None, None, None] * x + (1 - lam[:, None, None, None]) * x[partner]
             y = lam[:, None] * y + (1 - lam[:, None]) * y[partner]
-        return (x, y) if self.sample_weight is None else (x, y, self.sample_weight[idx])
+        batch = (x, y) if self.sample_weight is None else (x, y, self.sample_weight[idx])
+        i, n = self.shard
+        if n == 1:
+            return batch
+        local = self.batch_size // n  # mixed over the whole batch first, so n processes see one process's batch
+        return tuple(part[i * local:(i + 1) * local] for part in batch)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1

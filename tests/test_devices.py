@@ -1,19 +1,24 @@
 """The JAX backend and data parallelism, each in its own process (a Keras backend is chosen once per
 process): training on JAX records in MLflow and its logged model loads back and predicts under JAX;
 two virtual CPU devices (`XLA_FLAGS=--xla_force_host_platform_device_count=2`) train to the same
-validation accuracy as one."""
+validation accuracy as one, and so do two processes of one CPU device each (JAX's multi-process
+runtime with gloo collectives on 127.0.0.1); one of two processes that dies ends the other in one line."""
 from __future__ import annotations
 
+import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 
 import mlflow
 import numpy as np
 import pytest
 from conftest import fresh_store
 
+from benchmarks.postgres import free_port
 from fer_experiments.augment import Batches
 from fer_experiments.training import devices
 
@@ -38,14 +43,41 @@ def fer_exp(*args, timeout=600):
     return proc.stdout
 
 
+def processes(*args) -> list[subprocess.Popen]:
+    """`fer-exp <args>` as two processes of one CPU device each, joined at a free port of 127.0.0.1."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    join = ["--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2", "--collective-timeout", "60"]
+    return [subprocess.Popen([sys.executable, "-m", "fer_experiments.cli", *args, *join, "--process-id", str(i)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+
+
+def finished(procs, timeout=600) -> list[tuple[int, str, str]]:
+    """Each process's (exit code, stdout, stderr); all are killed where one outlives `timeout`."""
+    deadline, results = time.monotonic() + timeout, []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            results.append((p.returncode, out, err))
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        pytest.fail("a training process hung: " + " | ".join(p.communicate()[1][-2000:] for p in procs))
+    return results
+
+
 @pytest.fixture(scope="module")
 def jax_runs(tmp_path_factory, data_cache, empty_store_file):
-    """The same run on one device and on two, into one SQLite store."""
+    """The same run on one device, on two, and over two processes of one device each, into one SQLite
+    store (keys 1, 2 and "2 processes")."""
     root = tmp_path_factory.mktemp("jax")
     uri = fresh_store(root, empty_store_file)
     os.environ["MLFLOW_TRACKING_URI"] = uri
     try:
         ids = {n: re.search(r"run (\w+) finished", fer_exp(*TRAIN, "--devices", str(n))).group(1) for n in (1, 2)}
+        (code0, out0, err0), (code1, out1, err1) = finished(processes(*TRAIN))
+        assert code0 == 0 and code1 == 0, (err0[-2000:], err1[-2000:])
+        ids["2 processes"] = re.search(r"run (\w+) finished", out0).group(1)
+        assert f"process 1 of 2: trained; process 0 records run {ids['2 processes']}" in out1, out1[-2000:]
     finally:
         del os.environ["MLFLOW_TRACKING_URI"]
     return uri, ids
@@ -100,6 +132,24 @@ def test_full_batches_split_evenly_and_use_every_image_over_epochs():
     assert seen == set(range(10))  # the left-out remainder changes with each epoch's shuffle
 
 
+def test_the_shards_of_processes_partition_every_batch_as_one_process_draws_it():
+    x = np.arange(24, dtype="uint8").reshape(24, 1, 1, 1).repeat(48, 1).repeat(48, 2)
+    y = np.arange(24) % 7
+    feeds = [Batches(x, y, batch_size=8, num_classes=7, full_batches=True, alpha=0.4, seed=3, shard=(i, 2))
+             for i in (0, 1)]
+    whole = Batches(x, y, batch_size=8, num_classes=7, full_batches=True, alpha=0.4, seed=3)
+    for _ in range(2):  # two epochs: the shards follow the shared shuffle
+        for i in range(len(whole)):
+            (x0, y0), (x1, y1), (xw, yw) = feeds[0][i], feeds[1][i], whole[i]
+            assert len(x0) == len(x1) == 4
+            np.testing.assert_array_equal(np.concatenate([x0, x1]), xw)  # mixup too: the same blend
+            np.testing.assert_array_equal(np.concatenate([y0, y1]), yw)
+        for feed in (*feeds, whole):
+            feed.on_epoch_end()
+    with pytest.raises(ValueError, match="equal slices"):
+        Batches(x, y, batch_size=9, num_classes=7, full_batches=True, shard=(0, 2))
+
+
 def test_several_devices_need_jax_and_a_batch_that_splits(monkeypatch):
     import keras
 
@@ -108,3 +158,37 @@ def test_several_devices_need_jax_and_a_batch_that_splits(monkeypatch):
     with pytest.raises(UserError, match="needs the JAX backend" if keras.backend.backend() != "jax" else "machine has"):
         devices.resolve(64)
     assert devices.resolve(0) == 1  # auto on a machine without several accelerators
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_and_only_process_0_records(jax_runs):
+    uri, ids = jax_runs
+    mlflow.set_tracking_uri(uri)
+    one, two = (mlflow.get_run(ids[n]) for n in (1, "2 processes"))
+    p = two.data.params
+    assert (p["process_count"], p["process_id"], p["devices_used"], p["batch_per_device"]) == ("2", "0", "2", "16")
+    assert abs(two.data.metrics["validation_accuracy"] - one.data.metrics["validation_accuracy"]) <= TOLERANCE
+    # Process 1 recorded nothing: the store holds the three runs of the fixture, no fourth.
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert sorted(r.info.run_id for r in runs) == sorted(ids.values())
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.slow
+def test_a_process_that_dies_ends_the_other_in_one_line_and_the_run_fails(tmp_path):
+    folder = tmp_path / "runs"
+    procs = processes("train", "--model", "custom", "--data", "synthetic:600", "--epochs", "200", "--batch_size", "32",
+                      "--precision", "float32", "--diagnostics", "false", "--run-folder", str(folder))
+    deadline = time.monotonic() + 300
+    while not any(line.strip() for f in folder.glob("*/metrics.jsonl") for line in f.read_text().splitlines()):
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            finished(procs, timeout=5)
+            pytest.fail("the two processes did not start training")
+        time.sleep(0.5)
+    procs[1].send_signal(signal.SIGKILL)
+    (code, _, err), _ = finished(procs, timeout=180)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err[-3000:]
+    assert "a peer of process 0 of 2 stopped" in errors[0] and "the run is FAILED" in errors[0]
+    (run,) = folder.glob("*/run.json")
+    assert json.loads(run.read_text())["status"] == "FAILED"

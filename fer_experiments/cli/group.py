@@ -11,6 +11,7 @@ import dataclasses
 import errno
 import os
 import sys
+import traceback
 
 import click
 
@@ -73,9 +74,28 @@ class FerGroup(click.Group):
             ctx.exit(2)
         except Exception as exc:
             if not is_user_error(exc) or os.environ.get("FER_DEBUG"):
+                if _several_processes():  # the traceback, then out: the peers' collectives then fail at once
+                    traceback.print_exc()
+                    _leave_the_other_processes(1)
                 raise
             click.echo(f"error: {store_problem(exc) or (str(exc).strip().splitlines() or [repr(exc)])[0]}", err=True)
+            _leave_the_other_processes(2)
             ctx.exit(2)
+
+
+def _several_processes() -> bool:
+    processes = sys.modules.get("fer_experiments.training.processes")  # imported by `train` only
+    return processes is not None and processes.started() and processes.count() > 1
+
+
+def _leave_the_other_processes(code: int) -> None:
+    """One of several training processes that failed exits now: JAX's shutdown would wait for the
+    others (up to an hour) and then print pages of C++ log, while the peers' own collectives fail at
+    once when this process is gone (`training.processes`)."""
+    if _several_processes():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 class Option(click.Option):

@@ -21,10 +21,27 @@ from .group import config_options, given, mlflow_experiment_option, option, pres
 @option("--repeats", default=1, show_default=True, type=click.IntRange(min=1),
         help="train with N seeds (seed, seed+1, …) as sibling runs under one parent run holding their mean, sd and "
              "t-interval; rerun the same command to finish a killed set")
-def train(preset, mlflow_experiment, resume_run_id, run_folder, repeats, **options):
+@option("--coordinator", default=None, envvar="JAX_COORDINATOR_ADDRESS", metavar="HOST:PORT",
+        help="train as one of several processes (JAX backend): process 0's host and a free port, the same on every "
+             "process [env JAX_COORDINATOR_ADDRESS; under SLURM's srun all three are found]")
+@option("--num-processes", default=None, envvar="JAX_NUM_PROCESSES", type=click.IntRange(min=1),
+        help="how many processes train together [env JAX_NUM_PROCESSES]")
+@option("--process-id", default=None, envvar="JAX_PROCESS_ID", type=click.IntRange(min=0),
+        help="this process's id, 0..N-1; process 0 records the run [env JAX_PROCESS_ID]")
+@option("--collective-timeout", default=120, show_default=True, type=click.IntRange(min=5), metavar="SECONDS",
+        help="over several processes: how long to wait for every process to join, and for a silent one "
+             "before ending the others")
+def train(preset, mlflow_experiment, resume_run_id, run_folder, repeats, coordinator, num_processes, process_id,
+          collective_timeout, **options):
     """Train one registered model and record it in MLflow (or, with --run-folder, in a folder)."""
     from .. import tracking, training  # TensorFlow is imported only when needed
+    from ..training import processes
 
+    if processes.wanted(coordinator, num_processes, process_id):
+        if repeats > 1:
+            raise cfgmod.ConfigError(f"--repeats {repeats} cannot be combined with training over several processes: "
+                                     f"launch one multi-process training per seed (--seed)")
+        processes.initialize(coordinator, num_processes, process_id, collective_timeout)
     if repeats > 1 and (run_folder or resume_run_id):
         raise cfgmod.ConfigError(f"--repeats {repeats} cannot be combined with {'--run-folder' if run_folder else '--resume'}: "
                                  f"a repeat set lives in MLflow, and rerunning the same command resumes it")
@@ -39,6 +56,9 @@ def train(preset, mlflow_experiment, resume_run_id, run_folder, repeats, **optio
         cfg = cfgmod.build_config(given(preset), **options)
     result = training.train(cfg, experiment=mlflow_experiment, resume_run_id=resume_run_id, tracker=tracker,
                             preset=given(preset) or "")
+    if not processes.is_recorder():
+        click.echo(f"process {processes.index()} of {processes.count()}: trained; process 0 records run {result.run_id}")
+        return
     # The model's own figures (the in-fit best_val_accuracy, mixed precision's, is in the run, not here).
     shown = {k: v for k, v in result.metrics.items() if k.endswith(("accuracy", "macro_f1")) and k != "best_val_accuracy"}
     on, verdict = _trained_on(tracker.run_tags(result.run_id), cfg.limit)

@@ -2,9 +2,8 @@
 
 Several devices are used through Keras 3's built-in `keras.distribution.DataParallel` (JAX backend):
 the model is replicated, each global batch is split across the devices, gradients are all-reduced.
-The same code runs over several hosts once JAX's multi-process runtime is initialised
-(`jax.distributed.initialize()` on every host before training; `keras.distribution.list_devices()`
-then lists every host's devices).
+Over several processes (hosts, `processes`) the devices are every process's, and each process feeds
+its own shard of the batch.
 """
 from __future__ import annotations
 
@@ -14,6 +13,7 @@ import os
 import keras
 
 from ..errors import UserError
+from . import processes
 
 ACCELERATORS = ("gpu", "tpu", "cuda")
 
@@ -54,6 +54,11 @@ def resolve(devices: int) -> int:
     checked against what is there."""
     ids = _all()
     accelerators = [d for d in ids if d.split(":")[0] in ACCELERATORS]
+    if processes.count() > 1:  # one DataParallel over every process's devices
+        if devices not in (0, len(ids)):
+            raise UserError(f"devices={devices} but the {processes.count()} processes have {len(ids)} devices in "
+                            f"all, and training over several processes uses every one: pass devices=0 (auto)")
+        return len(ids)
     if devices == 0:
         return len(accelerators) if len(accelerators) > 1 and keras.backend.backend() == "jax" else 1
     if devices > 1 and keras.backend.backend() != "jax":
@@ -75,7 +80,9 @@ def data_parallel(n: int):
     if n <= 1:
         yield
         return
-    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=keras.distribution.list_devices()[:n]))
+    # Over several processes each feeds its own shard (`processes.shard`): Keras must not shard again.
+    keras.distribution.set_distribution(keras.distribution.DataParallel(
+        devices=keras.distribution.list_devices()[:n], auto_shard_dataset=processes.count() == 1))
     try:
         yield
     finally:

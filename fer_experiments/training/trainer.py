@@ -22,7 +22,7 @@ from ..evaluation import baseline, calibration
 from ..evaluation.curves import curves_figure
 from ..evaluation.split import calibrate, evaluate_split
 from ..tracking import tags as T
-from . import devices, progress, snapshots
+from . import devices, processes, progress, snapshots
 from .build import (
     build_model,
     class_weights,
@@ -48,8 +48,11 @@ class TrainResult:
 
 
 def backup_dir(run_id: str) -> Path:
-    """Per-run checkpoint for `keras.callbacks.BackupAndRestore`: a killed run resumes from here."""
-    return fer_data.default_cache_dir() / "backups" / run_id
+    """Per-run checkpoint for `keras.callbacks.BackupAndRestore`: a killed run resumes from here. Over
+    several processes each keeps its own copy (Keras's weight saving is a collective every process
+    joins), process i > 0 in `process-<i>/` of it."""
+    folder = fer_data.default_cache_dir() / "backups" / run_id
+    return folder / f"process-{processes.index()}" if processes.index() else folder
 
 
 
@@ -58,8 +61,8 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
           tracker=None, preset: str = "", name: str = "") -> TrainResult:
     """Train `cfg` and record it through `tracker` (MLflow by default; `tracking.NullTracker()` records
     nothing). `callbacks` are extra Keras callbacks (e.g. Optuna pruning); `name` the run's name (default:
-    from the config)."""
-    tracker = tracker or tracking.MlflowTracker()
+    from the config). Over several processes only process 0 records: the others' tracker records nothing."""
+    tracker = (tracker or tracking.MlflowTracker()) if processes.is_recorder() else tracking.NullTracker()
     cfg = cfg.resolved()
     keras.utils.set_random_seed(cfg.seed)
     ds = fer_data.load_dataset(cfg.data, val_fraction=cfg.val_fraction, seed=cfg.seed)
@@ -86,13 +89,14 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
                      + (f"-seed{cfg.seed}" if T.REPEAT_SEED in tags and not name else ""), tags=tags,
                      description=describe(cfg, ds, preset), resume_run_id=resume_run_id,
                      parent_run_id=parent_run_id) as run_id:
+        run_id = processes.broadcast_text(run_id)  # process 0's: every process reads its checkpoint folder
         tracker.log_config(dataclasses.asdict(cfg))
         # The values aug_strength resolved to are a file, not params: params are the settings a user
         # chose, so MLflow's compare page and parallel-coordinates plot start on them (its defaults are
         # the first params, by name, that differ between the runs).
         tracker.log_config(dataclasses.asdict(aug), "augmentation.json")
         tracker.log_params({**dataclasses.asdict(cfg), **models.param_counts(model), **devices.describe(),
-                            "devices_used": n_devices,
+                            "devices_used": n_devices, **processes.describe(),
                             # the learning rate is the global batch's, whatever the device count
                             **({"batch_per_device": cfg.batch_size // n_devices} if n_devices > 1 else {})})
         tracker.log_dataset(ds)
@@ -100,7 +104,8 @@ def train(cfg: TrainConfig, *, callbacks=(), experiment: str | None = None, resu
             return _train_in_run(cfg, ds, model, aug, run_id, n_devices, parallel, tracker, callbacks, verbose, preset,
                                  trial=bool(parent_run_id))
         except Exception:  # the run ends FAILED and is not resumed (--resume refuses it): free the disk
-            shutil.rmtree(backup_dir(run_id), ignore_errors=True)
+            if processes.is_recorder():
+                shutil.rmtree(backup_dir(run_id), ignore_errors=True)
             raise
 
 
@@ -117,6 +122,10 @@ def _train_in_run(cfg: TrainConfig, ds, model, aug, run_id: str, n_devices: int,
     history_csv = backup_dir(run_id) / "history.csv"
     history_csv.parent.mkdir(parents=True, exist_ok=True)
     trained = TrainedWeights(backup_dir(run_id) / "trained.weights.h5")
+    recorder = processes.is_recorder()
+    processes.check_same("checkpoint", _checkpoint_state(run_id),
+                         f"a resumed run needs every process's checkpoint folder ({backup_dir(run_id)} here): resume "
+                         f"on the same machines, or keep FER_CACHE_DIR on a filesystem they share")
     if not trained.restore(model):  # else a resumed run whose training had ended: only the end-of-run work is left
         state = backup_dir(run_id) / "state"
         fit_callbacks = [
@@ -124,7 +133,7 @@ def _train_in_run(cfg: TrainConfig, ds, model, aug, run_id: str, n_devices: int,
             # state (best weights included) is saved each epoch BEFORE the backup below, so a kill
             # between the two can only repeat an epoch, never lose its improvement.
             ResumableEarlyStopping(state, monitor="val_accuracy", patience=cfg.patience or cfg.epochs,
-                                   restore_best_weights=True, mode="max", announce=verbose > 0),
+                                   restore_best_weights=True, mode="max", announce=verbose > 0 and recorder),
             *([ResumablePlateau(state, monitor="val_accuracy", factor=cfg.lr_factor, patience=cfg.lr_patience,
                                 mode="max", min_lr=1e-6)] if cfg.schedule == "plateau" else []),
             # Weights, optimizer and epoch: a run killed after an epoch's metrics were logged resumes
@@ -132,17 +141,28 @@ def _train_in_run(cfg: TrainConfig, ds, model, aug, run_id: str, n_devices: int,
             # before `trained` is written still resumes after the last epoch, not from epoch 0.
             keras.callbacks.BackupAndRestore(str(backup_dir(run_id) / "checkpoint"), double_checkpoint=True,
                                              delete_checkpoint=False),
-            keras.callbacks.CSVLogger(str(history_csv), append=True),
+            *([keras.callbacks.CSVLogger(str(history_csv), append=True)] if recorder else []),
             tracker.epoch_callback(len(train_split.y)),
-            # The same validation faces after every epoch: MLflow's image view replays training.
+            # The same validation faces after every epoch: MLflow's image view replays training (on one
+            # process: a prediction inside `fit` over several would need every process to join it).
             *([snapshots.PredictionSnapshots(val_split.x, val_split.y, tracker.log_image, seed=cfg.seed)]
-              if tracker.enabled else []),
+              if tracker.enabled and processes.count() == 1 else []),
             *callbacks,
             trained,  # last: after EarlyStopping restored the best epoch's weights
         ]
         feed, validation = _feeds(cfg, train_split, val_split, targets, n_devices)
-        model.fit(**feed, epochs=cfg.epochs, validation_data=validation, callbacks=fit_callbacks, verbose=verbose)
+        try:
+            model.fit(**feed, epochs=cfg.epochs, validation_data=validation, callbacks=fit_callbacks,
+                      verbose=verbose if recorder else 0)
+        except Exception as exc:
+            if why := processes.peer_failure(exc):
+                raise processes.PeerFailed(f"training stopped: {why}; the run is FAILED (rerun every process "
+                                           f"to train it again)") from None
+            raise
     parallel.close()  # one device from here on: evaluation, saving and logging take any batch size
+    if not recorder:  # process 0 evaluates and records
+        shutil.rmtree(backup_dir(run_id), ignore_errors=True)
+        return TrainResult(run_id, "", {}, model, 0)
     model = float32_copy(cfg, model, always=n_devices > 1)
     metrics, temperature = _log_results(cfg, ds, model, history_csv, tracker, echo=verbose > 0)
     # What is logged, served and exported reports calibrated probabilities (same decisions); the
@@ -163,6 +183,12 @@ def _train_in_run(cfg: TrainConfig, ds, model, aug, run_id: str, n_devices: int,
             verdict.warn()
     shutil.rmtree(backup_dir(run_id), ignore_errors=True)
     return TrainResult(run_id, model_uri, metrics, model, int(metrics["epochs_run"]))
+
+
+def _checkpoint_state(run_id: str) -> str:
+    """What a resume finds of this run's checkpoints (the same on every process, or they would diverge)."""
+    folder = backup_dir(run_id)
+    return ",".join(n for n in ("trained.weights.h5", "checkpoint", "state") if (folder / n).exists()) or "none"
 
 
 def model_figures(metrics: dict) -> dict:
@@ -187,13 +213,17 @@ def _feeds(cfg: TrainConfig, train_split, val_split, targets, n_devices: int) ->
     onehot = bool(cfg.label_smoothing or cfg.mixup)
     feed = dict(x=augment.Batches(train_split.x, train_split.y, batch_size=cfg.batch_size, alpha=cfg.mixup,
                                   num_classes=models.CLASSES_COUNT, seed=cfg.seed, full_batches=n_devices > 1,
-                                  onehot=onehot, sample_weight=per_image))
+                                  onehot=onehot, sample_weight=per_image, shard=(processes.index(), processes.count())))
     x, y = val_split.x.astype("float32"), targets(val_split.y)
     if n_devices == 1:
         return feed, (x, y)
     copies = np.arange(-len(x) % cfg.batch_size) % len(x)  # any split size, even under one batch
     w = np.concatenate([np.ones(len(x), "float32"), np.zeros(len(copies), "float32")])
-    return feed, (np.concatenate([x, x[copies]]), np.concatenate([y, y[copies]]), w)
+    # Over several processes each validates its shard of every batch; the metrics are of them all.
+    x, y, w = (processes.shard(a, cfg.batch_size) for a in (np.concatenate([x, x[copies]]),
+                                                              np.concatenate([y, y[copies]]), w))
+    feed["validation_batch_size"] = cfg.batch_size // processes.count()
+    return feed, (x, y, w)
 
 
 def _log_results(cfg: TrainConfig, ds: fer_data.Dataset, model: keras.Model, history_csv: Path,
