@@ -1,8 +1,11 @@
-"""The README's "Many machines" block, run as written: PostgreSQL behind a basic-auth `mlflow server`,
-a worker user, and a study through `mlflow run -e tune` with the database password in PGPASSWORD.
+"""The README's "Many machines" block, run as written: PostgreSQL behind a basic-auth `mlflow server`
+whose artifacts go to a folder only the server writes (`--artifacts-destination`), a worker user, and
+two "machines" — working directories of their own that reach the server over HTTP only — one tuning
+through `mlflow run -e tune` with the database password in PGPASSWORD, one training with `fer-exp train`;
+a third directory then evaluates the trained model through `models:/`.
 
-Only hosts, ports, placeholders and the study's size are substituted; then every record the run left
-(params, tags, artifacts, the console) is searched for the secrets."""
+Only hosts, ports, placeholders, the project's path and the study's size are substituted; then every
+record the runs left (params, tags, artifacts, the console) is searched for the secrets."""
 from __future__ import annotations
 
 import os
@@ -34,6 +37,7 @@ def substituted(block: str, pg_port: int, port: int, tmp_path: Path) -> str:
                      "<another secret>": FLASK_SECRET, "<password>": WORKER_PW,
                      "<the database password>": PG_PASSWORD, "<the optuna database password>": PG_PASSWORD,
                      '"fer2013"': '"fer2013-synthetic"', "--experiment-name fer2013 ": "--experiment-name fer2013-synthetic ",
+                     "mlflow run . -e tune": f"mlflow run {ROOT} -e tune",
                      "-P model=custom_aug": "-P model=custom", "-P study=fer-big": "-P study=fer-small",
                      "-P n_trials=100": f"-P n_trials=1 -P epochs=1 -P data={SMALL_DATA} -P pruner=none "
                                         "-P diagnostics=false -P confirm_top=0"}.items():
@@ -73,11 +77,29 @@ def test_readme_many_machines_block_runs_as_written_and_records_no_secret(postgr
         admin = subprocess.run(["bash", "-ec", script["admin"]], cwd=tmp_path, env=env, capture_output=True,
                                text=True, timeout=120)
         assert admin.returncode == 0, admin.stderr[-2000:]
-        worker = subprocess.run(["bash", "-ec", script["worker"]], cwd=ROOT, env=env, capture_output=True, text=True,
-                                timeout=600)
+        machines = [tmp_path / name for name in ("machine-a", "machine-b", "machine-c")]
+        for folder in machines:
+            folder.mkdir()
+        worker = subprocess.run(["bash", "-ec", script["worker"]], cwd=machines[0], env=env, capture_output=True,
+                                text=True, timeout=600)
         console = worker.stdout + worker.stderr
         assert worker.returncode == 0, console[-4000:]
         assert "1 of 1 trials" in console or "finished 1/1" in console, console[-3000:]
+        # Another machine trains, with the same environment as the README's worker.
+        exports = "\n".join(line for line in script["worker"].splitlines() if line.startswith("export "))
+        trainer = subprocess.run(["bash", "-ec", f"{exports}\nfer-exp train --model custom --data {SMALL_DATA} --epochs 1 "
+                                  f"--mlflow-experiment fer2013-synthetic"], cwd=machines[1], env=env,
+                                 capture_output=True, text=True, timeout=600)
+        assert trainer.returncode == 0, trainer.stderr[-3000:]
+        console += trainer.stdout + trainer.stderr
+        model_uri = re.search(r"^model: (models:/\S+)", trainer.stdout, re.M).group(1)
+        # A third machine reads the model back through the server alone.
+        reader = subprocess.run(["bash", "-ec", f"{exports}\nfer-exp evaluate {model_uri} --data {SMALL_DATA} --split test "
+                                 "--no-log"], cwd=machines[2], env=env, capture_output=True, text=True, timeout=300)
+        assert reader.returncode == 0, reader.stderr[-3000:]
+        shown = float(re.search(r"test: accuracy ([0-9.]+)", reader.stdout).group(1))
+        # The machines' folders hold nothing: every record went to the server.
+        assert [p for folder in machines for p in folder.rglob("*")] == []
 
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
@@ -86,6 +108,12 @@ def test_readme_many_machines_block_runs_as_written_and_records_no_secret(postgr
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
         trials = [r for r in runs if r.data.tags.get("optuna.trial_state") == "COMPLETE"]
         assert len(trials) == 1 and trials[0].data.tags["optuna.study_name"] == "fer-small"
+        trained = next(r for r in runs if r.data.tags.get("fer.model_uri") == model_uri)
+        assert shown == pytest.approx(trained.data.metrics["test_accuracy"], abs=1e-3)
+        # Models and figures arrived through the server, in the folder only it writes.
+        stored = {p.name for p in (tmp_path / "artifacts").rglob("*") if p.is_file()}
+        assert {"confusion_matrix.png", "training_curves.png"} <= stored, sorted(stored)[:40]
+        assert any(name.endswith(".keras") for name in stored), sorted(stored)[:40]
         records = [console]
         for run in runs:
             records += [f"{k}={v}" for k, v in {**run.data.params, **run.data.tags}.items()]
