@@ -162,6 +162,22 @@ def study_server(storage, host, port):
     grpc_proxy.serve(rdb, host, port)
 
 
+@click.command()
+@option("--data", required=True, help="the data to pack (FER-2013 folder, CSV, synthetic[:N])")
+@option("--out", required=True, type=click.Path(file_okay=False), help="the bundle folder to write (new or empty)")
+@option("--preset", default="fer_vgg", show_default=True, help="what run.sh trains")
+@option("--accelerator", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda12", "cuda13"]),
+        help="the JAX wheels to bundle: CPU, or CUDA 12 / 13 (NVIDIA driver >= 525 / >= 580)")
+@option("--python-version", default=None, metavar="X.Y", help="the node's Python [this one's]")
+@option("--platform", default=None, help="the node's platform tag, e.g. manylinux_2_28_x86_64 [this machine's]")
+def bundle(data, out, preset, accelerator, python_version, platform):
+    """Write a folder that installs and trains on a machine with no network: packed data, wheels, run.sh."""
+    from .. import bundle as bundles
+
+    bundles.make(data, out, preset=preset, accelerator=accelerator, python_version=python_version,
+                 platform=platform, echo=click.echo)
+
+
 @click.command("import-run")
 @click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False), metavar="FOLDER...")
 @mlflow_experiment_option("MLflow experiment [the one the run names]")

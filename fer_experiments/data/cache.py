@@ -101,6 +101,34 @@ def cached(root: Path, digest: str, decode):
     return parts, notes
 
 
+def write_packed(path: Path, parts, notes, origin: dict) -> Path:
+    """`parts` compressed into one `.npz` with where they came from (`origin`: kind, name)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"{kind}_{k}": a for k, part in parts.items() for kind, a in zip("xyn", part)}
+    np.savez_compressed(path, notes=np.array(json.dumps(notes)), origin=np.array(json.dumps(origin)), **arrays)
+    return path
+
+
+def packed_origin(path: Path) -> dict:
+    """A packed file's origin; a DataError for a file that is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            origin = json.loads(str(z["origin"]))
+        if origin.get("kind") not in ("folder", "csv", "synthetic") or not isinstance(origin.get("name"), str):
+            raise ValueError(origin)
+        return origin
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise DataError(f"data file '{path}' is not a packed FER data file ({type(exc).__name__}): make one with "
+                        f"`fer-exp bundle`, or pass the FER-2013 folder or CSV") from None
+
+
+def read_packed(path: Path):
+    try:
+        return _read(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(f"data file '{path}' is damaged ({type(exc).__name__}): make it again with `fer-exp bundle`") from None
+
+
 def _read(path: Path):
     with np.load(path, allow_pickle=False) as z:
         notes = json.loads(str(z["notes"]))

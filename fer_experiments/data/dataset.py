@@ -67,7 +67,8 @@ class Dataset:
 
 def load_dataset(source: str | os.PathLike | None = None, *, val_fraction: float = 0.1, seed: int = 42,
                  cache_dir: str | os.PathLike | None = None, synthetic_size: int = 4000) -> Dataset:
-    """Load a FER-2013 folder, a fer2013.csv(.gz) or the synthetic set ("synthetic", "synthetic:N", None).
+    """Load a FER-2013 folder, a fer2013.csv(.gz), a packed `.npz` (`pack`) or the synthetic set
+    ("synthetic", "synthetic:N", None).
 
     `val_fraction` and `seed` only shape the validation split carved from train when the source has
     no PublicTest/PrivateTest pair; they never change what is decoded or cached."""
@@ -75,9 +76,12 @@ def load_dataset(source: str | os.PathLike | None = None, *, val_fraction: float
         raise DataError(f"val_fraction {val_fraction} must be between 0 and 1 (exclusive), e.g. 0.1")
     cache_root = Path(cache_dir) if cache_dir else cache.default_cache_dir()
     path, kind, name = _resolve("synthetic" if source is None else str(source), cache_root, synthetic_size)
-    reader = csvfile.read_csv if kind == "csv" else folder.read_folder
     key = cache.source_digest(path)
-    parts, notes = cache.cached(cache_root, key, lambda: reader(path))
+    if path.name.endswith(PACKED):  # already decoded arrays: read as they are, not cached again
+        parts, notes = cache.read_packed(path)
+    else:
+        reader = csvfile.read_csv if kind == "csv" else folder.read_folder
+        parts, notes = cache.cached(cache_root, key, lambda: reader(path))
     splits = {k: Split(*part) for k, part in parts.items()}
     digest = _content_digest([splits[k] for k in sorted(splits)])
     if "val" not in splits and "train" in splits:
@@ -85,6 +89,20 @@ def load_dataset(source: str | os.PathLike | None = None, *, val_fraction: float
     order = [k for k in ("train", "val", "test") if k in splits]
     return Dataset(name=name, source=str(path.resolve()), kind=kind, digest=digest,
                    splits={k: splits[k] for k in order}, notes=list(notes), cache_key=key)
+
+
+def pack(source: str | os.PathLike, out: str | os.PathLike, *, synthetic_size: int = 4000) -> Path:
+    """The decoded images of `source` (before any validation carving) as one compressed `.npz`, which
+    `load_dataset` reads as the source itself: the same name, kind (synthetic stays synthetic) and
+    content digest, so runs on it compare with runs on the source."""
+    cache_root = cache.default_cache_dir()
+    path, kind, name = _resolve(str(source), cache_root, synthetic_size)
+    if path.name.endswith(PACKED):
+        parts, notes = cache.read_packed(path)
+    else:
+        reader = csvfile.read_csv if kind == "csv" else folder.read_folder
+        parts, notes = cache.cached(cache_root, cache.source_digest(path), lambda: reader(path))
+    return cache.write_packed(Path(out), parts, notes, {"kind": kind, "name": name})
 
 
 def _content_digest(splits: list[Split]) -> str:
@@ -111,9 +129,16 @@ def _resolve(src: str, cache_root: Path, synthetic_size: int) -> tuple[Path, str
     if path.is_dir():
         name = synthetic.synthetic_name(path)  # written by write_synthetic: still synthetic
         return (path, "synthetic", name) if name else (path, "folder", path.resolve().name)
+    if path.name.endswith(PACKED):
+        origin = cache.packed_origin(path)
+        return path, origin["kind"], origin["name"]
     if not path.name.endswith((".csv", ".csv.gz")):
-        raise DataError(f"data file '{src}' is not a .csv or .csv.gz: pass a fer2013.csv or a FER-2013 folder")
+        raise DataError(f"data file '{src}' is not a .csv, .csv.gz or packed {PACKED}: pass a fer2013.csv, a "
+                        f"FER-2013 folder or a file of `fer-exp bundle`")
     return path, "csv", path.name.removesuffix(".gz").removesuffix(".csv")
+
+
+PACKED = ".npz"
 
 
 def _synthetic_size(src: str, default: int) -> int:
