@@ -23,6 +23,7 @@ from fer_experiments.studies.storage import _retry_and_record, open_storage
 from fer_experiments.tracking import MlflowTracker
 
 FAST = {"FER_HEARTBEAT_S": "1"}  # leases renewed every second, stale after 3 s
+DUMP = {"PYTHONFAULTHANDLER": "1"}  # SIGABRT makes a worker print every thread's stack (`_communicate`)
 
 
 def _read(journal, name: str):
@@ -140,8 +141,24 @@ def _worker(journal, study: str, n_trials: int, epochs: int, env=None) -> subpro
            "--epochs", str(epochs), "--limit", "150", "--n_trials", str(n_trials), "--study", study,
            "--storage", f"journal:{journal}", "--sampler", "random", "--pruner", "none", "--diagnostics", "false",
            "--confirm-top", "0"]
-    return subprocess.Popen(cmd, env={**os.environ, **FAST, **(env or {})}, stdout=subprocess.PIPE,
+    return subprocess.Popen(cmd, env={**os.environ, **FAST, **DUMP, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def _communicate(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """`proc.communicate`, but a worker that does not exit in time is a failure that shows where it
+    hangs: SIGABRT makes faulthandler (PYTHONFAULTHANDLER) print every thread's stack to its stderr."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            err = proc.communicate(timeout=30)[1]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            err = proc.communicate()[1]
+        pytest.fail(f"worker {proc.pid} did not exit within {timeout:.0f} s; its stderr, ending in the stacks of its "
+                    f"threads at SIGABRT:\n{err[-6000:]}")
 
 
 def _wait_until_training(journal, study: str, count: int, procs, trained: int | None = None, seconds: float = 240):
@@ -202,11 +219,11 @@ def test_sigterm_fails_the_trial_and_kills_the_parent_only_when_no_other_worker_
     _wait_until_training(journal, "stop", 2, [first, second])
     parent = _read(journal, "stop").user_attrs["mlflow_parent_run_id"]
     first.send_signal(signal.SIGTERM)  # another worker still runs a trial: the parent stays RUNNING for it
-    err = first.communicate(timeout=120)[1]
+    err = _communicate(first, timeout=120)[1]
     assert first.returncode != 0 and "left RUNNING" in _one_error_line(err)
     assert mlflow.get_run(parent).info.status == "RUNNING"
     second.send_signal(signal.SIGINT)  # the last worker: the parent ends KILLED
-    err = second.communicate(timeout=120)[1]
+    err = _communicate(second, timeout=120)[1]
     assert second.returncode != 0 and f"parent run {parent} KILLED" in _one_error_line(err)
     study = _read(journal, "stop")
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]

@@ -31,7 +31,7 @@ from .plots import study_figures
 from .pruning import KerasPruning, make_pruner, make_sampler
 from .settings import TuneSettings
 from .storage import MAX_RETRY, mask_url, open_storage
-from .workers import hush, joining_seed, quiet_optuna, stop_signals, stopped
+from .workers import honour_stop, hush, joining_seed, quiet_optuna, stop_signals, stopped
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_CONSECUTIVE_FAILURES = 3  # failed trials in a row after which a worker stops: the cause is not the settings
@@ -65,7 +65,7 @@ def tune(s: TuneSettings, echo=print, tracker=None):
              f"{s.n_trials} trials already finished; MLflow parent run {parent}; its trials in `mlflow ui`: {link}")
         failures = FailureGuard()
         try:
-            _optimize(s, study, objective, [_progress(s, echo), failures], failures)
+            _optimize(s, study, objective, [_progress(s, echo), failures, honour_stop], failures)
             done = len(study.get_trials(states=FINISHED)) >= s.n_trials
             confirmed = confirmation.confirm(s, study, parent, tracker, echo) if done else None
             best = confirmed.champion if confirmed else _best(study)  # the champion; Optuna's best_trial stays its own

@@ -8,7 +8,8 @@ the study had when it joined and the worker's identity (host, PID namespace, pid
 workers draw alike.
 
 Stopping. SIGTERM (`kill`, a scheduler, `mlflow run`'s Ctrl-C) and SIGINT (Ctrl-C) become a
-KeyboardInterrupt in the main thread: the running trial ends FAIL (Optuna tells it so; the
+KeyboardInterrupt in the main thread (raised where library code cannot lose it:
+`tracking.interrupts`): the running trial ends FAIL (Optuna tells it so; the
 objective marks its MLflow run FAILED), and `tune` ends the parent run KILLED unless other workers
 still run trials, for whom it stays RUNNING; then one line (`WorkerStopped`) and a non-zero exit.
 """
@@ -25,6 +26,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import TrialState
 
 from ..errors import UserError
+from ..tracking import interrupts
 from .leases import Leases, worker_identity
 
 
@@ -53,14 +55,21 @@ def stop_signals():
         if caught:
             return
         caught.append(signum)
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        interrupts.interrupt(signal.Signals(signum).name, frame)  # raised where library code cannot lose it
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
+    with interrupts.scope():
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+def honour_stop(study, trial) -> None:
+    """An Optuna callback: after each trial, the stop a signal asked for, if library code lost its
+    KeyboardInterrupt (`tracking.interrupts`); the trial is told by then, and no lock is held."""
+    interrupts.check()
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ import numpy as np
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from ..errors import UserError, read_only_store
-from . import logged_models, records, ui_views
+from . import interrupts, logged_models, records, ui_views
 from .base import check_resumable, ending
 from .epochs import EpochMetrics
 from .outputs import OutputRecords
@@ -83,7 +83,7 @@ def _final_timestamp(run_id: str, logged: set[str]) -> int:
 
 
 def _raise_keyboard_interrupt(signum, frame):  # SIGTERM (mlflow run's Ctrl-C, kill) → run ends KILLED
-    raise KeyboardInterrupt(f"signal {signum}")
+    interrupts.interrupt(f"signal {signum}", frame)  # raised where library code cannot lose it
 
 
 class MlflowTracker(StudyRecords, OutputRecords, RepeatRecords):
@@ -113,17 +113,18 @@ class MlflowTracker(StudyRecords, OutputRecords, RepeatRecords):
         mlflow.set_tags({**tags, **({"mlflow.runName": run_name} if named else {}),
                          **({MLFLOW_RUN_NOTE: description} if description else {})})
         main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main else None
-        self.run_id = run.info.run_id
-        self._finals = set(run.data.metrics) if resume_run_id else set()
-        self._final_ts = _final_timestamp(self.run_id, self._finals)
-        try:
-            with ending(mlflow.end_run):
-                yield self.run_id
-        finally:
-            self.run_id, self._finals, self._final_ts, self._datasets = "", set(), 0, {}
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+        with interrupts.scope() if main else contextlib.nullcontext():
+            previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main else None
+            self.run_id = run.info.run_id
+            self._finals = set(run.data.metrics) if resume_run_id else set()
+            self._final_ts = _final_timestamp(self.run_id, self._finals)
+            try:
+                with ending(mlflow.end_run):
+                    yield self.run_id
+            finally:
+                self.run_id, self._finals, self._final_ts, self._datasets = "", set(), 0, {}
+                if previous is not None:
+                    signal.signal(signal.SIGTERM, previous)
 
     def _start(self, experiment: str, run_name: str, resume_run_id: str | None, parent_run_id: str | None):
         try:
