@@ -7,6 +7,7 @@ import gc
 import os
 import signal
 import time
+import weakref
 
 import pytest
 
@@ -46,6 +47,23 @@ def test_a_stop_inside_a_gc_callback_is_raised_after_it_not_lost(stop_handler):
         gc.callbacks.remove(callback)
     assert fired
     assert _wait_for_the_stop() < 2.0  # re-delivered within a retry or two, after the callback
+
+
+def test_a_stop_inside_a_weakref_callback_python_ignores_is_raised_after_it(stop_handler):
+    class Thing:
+        pass
+
+    def callback(ref):
+        fired.append(1)
+        os.kill(os.getpid(), signal.SIGUSR1)  # raised here at once: Python reports it as ignored
+        time.sleep(0.05)
+
+    fired: list = []
+    thing = Thing()
+    ref = weakref.ref(thing, callback)
+    del thing  # the callback runs now
+    assert fired and ref() is None
+    assert _wait_for_the_stop() < 2.0
 
 
 def test_a_stop_elsewhere_is_raised_at_once(stop_handler):

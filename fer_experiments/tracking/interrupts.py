@@ -14,7 +14,9 @@ So a stop is recorded, and raised only where nothing can lose it:
 - inside a GC callback or a finaliser, as soon as it is left;
 - anywhere else, at once, as before.
 Re-delivery is a 0.5 s SIGALRM timer while the main thread stays in such a place (bounded: it
-raises as soon as the place is left, even where no `check` comes). `check` also raises a stop whose
+raises as soon as the place is left, even where no `check` comes). Places the frame test does not
+know (a weakref callback, a C finaliser) are caught by `sys.unraisablehook`: a stop Python reports
+as ignored there is not counted as raised, and is tried again by the same timer. `check` also raises a stop whose
 first raise was lost all the same (after each trial of a study: `studies.workers.honour_stop`). A
 stop is forgotten when the command or run that installed the handler is over (`scope`).
 """
@@ -23,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import signal
+import sys
 import threading
 import weakref
 from typing import NoReturn
@@ -30,7 +33,7 @@ from typing import NoReturn
 RETRY_S = 0.5  # how soon a deferred stop is tried again (a batch's `check` usually comes first)
 
 _pending: list[str] = []  # the message of the KeyboardInterrupt a stop signal asked for, while its scope lasts
-_state = {"depth": 0, "raised": False, "alarm": None}  # nested scopes; raised once; SIGALRM's previous handler
+_state = {"depth": 0, "raised": False, "alarm": None, "hook": None}  # nested scopes; raised once; previous handlers
 _defer_codes: set = set()  # code objects (Keras `fit`s with batch checks) inside which a stop waits for `check`
 _FINALIZER_CODES = {weakref.finalize.__call__.__code__}
 
@@ -63,14 +66,35 @@ def _raise() -> NoReturn:
     raise KeyboardInterrupt(_pending[0])
 
 
-def _deliver(frame) -> None:
-    if _state["raised"] or not _pending:
-        return
-    if not _unsafe(frame):
-        _raise()
+def _retry() -> None:
     if _state["alarm"] is None:
         _state["alarm"] = signal.signal(signal.SIGALRM, _on_alarm)
     signal.setitimer(signal.ITIMER_REAL, RETRY_S)
+
+
+def _on_unraisable(unraisable) -> None:
+    """A stop raised where Python ignores exceptions (it calls this instead): not lost, tried again."""
+    error = unraisable.exc_value
+    if isinstance(error, KeyboardInterrupt) and _pending and error.args == (_pending[0],) and _main():
+        _state["raised"] = False
+        _retry()
+        return
+    (_state["hook"] or sys.__unraisablehook__)(unraisable)
+
+
+def _watch_unraisable() -> None:
+    if sys.unraisablehook is not _on_unraisable:
+        _state["hook"] = sys.unraisablehook
+        sys.unraisablehook = _on_unraisable
+
+
+def _deliver(frame) -> None:
+    if _state["raised"] or not _pending:
+        return
+    _watch_unraisable()
+    if not _unsafe(frame):
+        _raise()
+    _retry()
 
 
 def _on_alarm(signum, frame) -> None:
@@ -113,3 +137,6 @@ def scope():
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, _state["alarm"])
                 _state["alarm"] = None
+            if sys.unraisablehook is _on_unraisable:
+                sys.unraisablehook = _state["hook"] or sys.__unraisablehook__
+            _state["hook"] = None
