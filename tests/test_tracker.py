@@ -68,6 +68,29 @@ class _nothing:
         return False
 
 
+def test_a_run_the_store_refuses_while_it_starts_ends_failed_not_running(store):
+    # The run exists by the time its tags are set: a tag the store refuses (a key that would resolve
+    # to another name) used to escape before the ending rule and leave it RUNNING and active.
+    with pytest.raises(mlflow.exceptions.MlflowException, match="tags"):
+        with MlflowTracker().run(experiment="refused", run_name="r", tags={"../escape": "v"}):
+            pytest.fail("the run should not have started")
+    (run,) = all_runs(["refused"])
+    assert run.info.status == "FAILED" and mlflow.active_run() is None
+
+
+def test_experiment_tags_already_set_are_not_written_again(store):
+    # Processes starting runs in one experiment at once each set its tags; on SQLite a second insert
+    # of the same key fails, so a tag holding its value already is left alone.
+    from fer_experiments.tracking import ui_views
+
+    exp = mlflow.MlflowClient().create_experiment("tagged")
+    ui_views.set_experiment_tag(exp, "k", "v")
+    mlflow.MlflowClient().delete_experiment(exp)  # the store now refuses every tag write to it
+    ui_views.set_experiment_tag(exp, "k", "v")  # the same value: nothing written, nothing refused
+    with pytest.raises(mlflow.exceptions.MlflowException, match="active"):
+        ui_views.set_experiment_tag(exp, "k", "other")
+
+
 def test_null_tracker_keeps_no_run(store, tmp_path):
     tracker = NullTracker()
     with tracker.run(experiment="none", run_name="r", tags={}) as run_id:

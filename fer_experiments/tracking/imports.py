@@ -36,7 +36,7 @@ from PIL import Image
 
 from . import files, logged_models, records
 from . import tags as T
-from .mlflow_tracker import EXPERIMENT_KIND, MlflowTracker
+from .mlflow_tracker import MlflowTracker, mark_experiment
 from .run_folder import MARKER, ImportError_, RunFolder, parse_json
 
 BATCH = 1000  # MLflow's log_batch limit on metrics per call (params and tags: 100)
@@ -85,8 +85,7 @@ def import_run(folder: str | Path, *, experiment: str | None = None, parent_run_
         client = mlflow.MlflowClient()
         exp = client.get_experiment_by_name(plan["experiment"])
         exp_id = exp.experiment_id if exp else client.create_experiment(plan["experiment"])
-        for key, value in EXPERIMENT_KIND.items():
-            client.set_experiment_tag(exp_id, key, value)
+        mark_experiment(exp_id)
         mark = src.claim(MARKER)  # O_EXCL: a second import of the same folder at the same time is refused
         run_id = ""
         try:

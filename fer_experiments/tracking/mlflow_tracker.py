@@ -82,6 +82,22 @@ def _final_timestamp(run_id: str, logged: set[str]) -> int:
     return 0
 
 
+def _ender(before):
+    """`mlflow.end_run` for the run started after `before` (the run active then, or None): never
+    another's, and nothing where the start failed before one began."""
+    def end(status: str) -> None:
+        active = mlflow.active_run()
+        if active is not None and (before is None or active.info.run_id != before.info.run_id):
+            mlflow.end_run(status)
+    return end
+
+
+def mark_experiment(experiment_id: str) -> None:
+    """The experiment's tags that make `mlflow ui` open it on its runs."""
+    for key, value in EXPERIMENT_KIND.items():
+        ui_views.set_experiment_tag(experiment_id, key, value)
+
+
 def _raise_keyboard_interrupt(signum, frame):  # SIGTERM (mlflow run's Ctrl-C, kill) → run ends KILLED
     interrupts.interrupt(f"signal {signum}", frame)  # raised where library code cannot lose it
 
@@ -108,18 +124,20 @@ class MlflowTracker(StudyRecords, OutputRecords, RepeatRecords):
         `parent_run_id` makes a nested child (an Optuna trial). MLflow samples the machine's CPU and
         memory into the run's system metrics meanwhile."""
         self.check_store()
-        run = self._start(experiment, run_name, resume_run_id, parent_run_id)
-        named = os.environ.get("MLFLOW_RUN_ID") and not (resume_run_id or parent_run_id)  # named for the entry point
-        mlflow.set_tags({**tags, **({"mlflow.runName": run_name} if named else {}),
-                         **({MLFLOW_RUN_NOTE: description} if description else {})})
         main = threading.current_thread() is threading.main_thread()
         with interrupts.scope() if main else contextlib.nullcontext():
+            # From before the run starts: a stop or a store error between its creation and its first
+            # record still ends it (KILLED / FAILED), never leaves it RUNNING (`end_run` without one: no-op).
             previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main else None
-            self.run_id = run.info.run_id
-            self._finals = set(run.data.metrics) if resume_run_id else set()
-            self._final_ts = _final_timestamp(self.run_id, self._finals)
             try:
-                with ending(mlflow.end_run):
+                with ending(_ender(mlflow.active_run())):
+                    run = self._start(experiment, run_name, resume_run_id, parent_run_id)
+                    named = os.environ.get("MLFLOW_RUN_ID") and not (resume_run_id or parent_run_id)  # the entry point's
+                    mlflow.set_tags({**tags, **({"mlflow.runName": run_name} if named else {}),
+                                     **({MLFLOW_RUN_NOTE: description} if description else {})})
+                    self.run_id = run.info.run_id
+                    self._finals = set(run.data.metrics) if resume_run_id else set()
+                    self._final_ts = _final_timestamp(self.run_id, self._finals)
                     yield self.run_id
             finally:
                 self.run_id, self._finals, self._final_ts, self._datasets = "", set(), 0, {}
@@ -156,8 +174,7 @@ class MlflowTracker(StudyRecords, OutputRecords, RepeatRecords):
         else:
             mlflow.set_experiment(experiment)
             run = start(run_name=run_name)
-        for key, value in EXPERIMENT_KIND.items():
-            mlflow.MlflowClient().set_experiment_tag(run.info.experiment_id, key, value)
+        mark_experiment(run.info.experiment_id)
         ui_views.save_view(run.info.experiment_id, ui_views.HEADLINE_VIEW, "FER: headline figures",
                            ui_views.headline_state())
         return run

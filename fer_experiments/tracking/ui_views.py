@@ -124,6 +124,21 @@ def study_view(parent_run_id: str) -> str:
 VIEW_MARK, VIEW_VERSION = "ferViewVersion", 2
 
 
+def set_experiment_tag(experiment_id: str, key: str, value: str) -> None:
+    """Set an experiment tag unless it already has `value`. Processes starting runs in one experiment at
+    once set the same tags: on SQLite the second insert of a key fails (MLflow's `session.merge` is a
+    SELECT then an INSERT), which is harmless when the winner wrote what this one would have."""
+    client = mlflow.MlflowClient()
+    before = client.get_experiment(experiment_id).tags.get(key)
+    if before == value:
+        return
+    try:
+        client.set_experiment_tag(experiment_id, key, value)
+    except mlflow.exceptions.MlflowException:
+        if before is not None or key not in client.get_experiment(experiment_id).tags:
+            raise  # not another process's insert of the key first: the store refused this one
+
+
 def save_view(experiment_id: str, view: str, name: str, state: dict, *, replace: bool = False) -> None:
     """The view `view` (MLflow's "Views" menu lists it under `name`) in the experiment's tags; an
     existing one is kept unless `replace`, or unless it is an older, unedited one of ours (`VIEW_MARK`)."""
@@ -134,7 +149,7 @@ def save_view(experiment_id: str, view: str, name: str, state: dict, *, replace:
     if existing is not None and not replace and (mark is None or mark >= VIEW_VERSION):
         return
     now = int(time.time() * 1000)
-    client.set_experiment_tag(experiment_id, key, json.dumps(
+    set_experiment_tag(experiment_id, key, json.dumps(
         {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps({**state, VIEW_MARK: VIEW_VERSION})}))
 
 
