@@ -108,3 +108,28 @@ def test_resume_of_a_run_that_ended_is_one_line(store, status, needle):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and run.info.run_id in lines[0], lines
     assert client.get_run(run.info.run_id).info.status == status  # untouched
+
+
+@pytest.mark.slow
+def test_a_stopped_training_says_in_one_line_which_run_is_killed_and_how_to_continue_it(store):
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "fer_experiments.cli", "train", "--model", "custom", "--data", DATA,
+                             "--epochs", "200", "--batch_size", "32", "--diagnostics", "false"],
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    client, deadline = mlflow.MlflowClient(), time.monotonic() + 300
+    try:
+        while not any(client.get_metric_history(r.info.run_id, "epoch/val_accuracy") for r in all_runs()):
+            assert proc.poll() is None and time.monotonic() < deadline, "training did not reach its first epoch"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    (run,) = all_runs()
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Aborted!" not in err and "Traceback" not in err, err[-3000:]
+    assert errors[0].startswith(f"error: stopped (signal {int(signal.SIGTERM)}): run {run.info.run_id} is KILLED")
+    assert f"fer-exp train --resume {run.info.run_id}" in errors[0]
+    assert run.info.status == "KILLED"

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
 from .. import config as cfgmod
+from ..errors import UserError
 from ..studies import settings as study_settings
 from ..studies.registry import PRUNERS, SAMPLERS
 from .group import config_options, given, mlflow_experiment_option, option, preset_option
@@ -34,7 +36,7 @@ from .group import config_options, given, mlflow_experiment_option, option, pres
 def train(preset, mlflow_experiment, resume_run_id, run_folder, repeats, coordinator, num_processes, process_id,
           collective_timeout, **options):
     """Train one registered model and record it in MLflow (or, with --run-folder, in a folder)."""
-    from .. import tracking, training  # TensorFlow is imported only when needed
+    from .. import tracking  # TensorFlow is imported only when needed
     from ..training import processes
 
     if processes.wanted(coordinator, num_processes, process_id):
@@ -46,6 +48,28 @@ def train(preset, mlflow_experiment, resume_run_id, run_folder, repeats, coordin
         raise cfgmod.ConfigError(f"--repeats {repeats} cannot be combined with {'--run-folder' if run_folder else '--resume'}: "
                                  f"a repeat set lives in MLflow, and rerunning the same command resumes it")
     tracker = tracking.FileTracker(run_folder) if run_folder else tracking.MlflowTracker()
+    try:
+        _train(tracker, preset, mlflow_experiment, resume_run_id, run_folder, repeats, options)
+    except KeyboardInterrupt as stop:  # Ctrl-C, SIGTERM: one line that says what is left, not click's "Aborted!"
+        raise UserError(_stopped_line(stop, run_folder, " ".join(sys.argv[1:]))) from None
+
+
+def _stopped_line(stop: KeyboardInterrupt, run_folder: str | None, command: str) -> str:
+    why = str(stop) or "Ctrl-C"
+    if getattr(stop, "stopped_set", ""):
+        return (f"stopped ({why}): repeat set {stop.stopped_set} is KILLED with the seeds it finished; "
+                f"the same command again (fer-exp {command}) trains the seeds it lacks")
+    if getattr(stop, "stopped_run", ""):
+        folder = f" --run-folder {run_folder}" if run_folder else ""
+        return (f"stopped ({why}): run {stop.stopped_run} is KILLED; `fer-exp train --resume {stop.stopped_run}"
+                f"{folder}` continues it from its last finished epoch")
+    return f"stopped ({why}) before a run began: nothing was recorded"
+
+
+def _train(tracker, preset, mlflow_experiment, resume_run_id, run_folder, repeats, options) -> None:
+    from .. import tracking, training
+    from ..training import processes
+
     if repeats > 1:
         return _train_repeats(cfgmod.build_config(given(preset), **options), repeats, tracker, mlflow_experiment,
                               given(preset) or "", options)

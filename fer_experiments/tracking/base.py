@@ -21,13 +21,16 @@ STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
 @contextlib.contextmanager
-def ending(end: Callable[[str], None]) -> Iterator[None]:
+def ending(end: Callable[[str], None], run_id: Callable[[], str] = str) -> Iterator[None]:
     """Calls ``end(status)`` once the body is left: FINISHED, KILLED on an interrupt (Ctrl-C, or the
-    SIGTERM that `MlflowTracker` turns into one), FAILED on any other exception (re-raised)."""
+    SIGTERM that `MlflowTracker` turns into one), FAILED on any other exception (re-raised). The
+    interrupt carries the run it ended (`stopped_run`: the innermost), for the console's last line."""
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         end("KILLED")
+        if not getattr(stop, "stopped_run", "") and run_id():
+            stop.stopped_run = run_id()
         raise
     except BaseException:
         end("FAILED")

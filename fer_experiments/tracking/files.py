@@ -66,7 +66,7 @@ class FileTracker:
             "source": Path(sys.argv[0]).name or "python"}
         self._write_meta({**meta, "status": "RUNNING", "end_time": None})
         try:
-            with ending(self._end):
+            with ending(self._end, lambda: self.run_id):
                 yield self.run_id
         finally:
             self.run_id = ""

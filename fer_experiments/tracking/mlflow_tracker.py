@@ -130,7 +130,7 @@ class MlflowTracker(StudyRecords, OutputRecords, RepeatRecords):
             # record still ends it (KILLED / FAILED), never leaves it RUNNING (`end_run` without one: no-op).
             previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if main else None
             try:
-                with ending(_ender(mlflow.active_run())):
+                with ending(_ender(mlflow.active_run()), lambda: self.run_id):
                     run = self._start(experiment, run_name, resume_run_id, parent_run_id)
                     named = os.environ.get("MLFLOW_RUN_ID") and not (resume_run_id or parent_run_id)  # the entry point's
                     mlflow.set_tags({**tags, **({"mlflow.runName": run_name} if named else {}),

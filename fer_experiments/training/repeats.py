@@ -122,8 +122,9 @@ def train_repeats(cfg: TrainConfig, n: int, *, tracker, train, experiment: str, 
             tracker.log_repeat_summary(parent, summary, table.to_csv(index=False), step=len(rows))
         status = "FINISHED"
         return RepeatResult(parent, run_ids, summary, table)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         status = "KILLED"
+        stop.stopped_set = parent  # the console's last line names the set, not the seed
         raise
     finally:
         tracker.end_parent(parent, status)
