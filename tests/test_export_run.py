@@ -129,3 +129,24 @@ def test_kept_records_are_saved_from_one_store_and_loaded_once_into_another(stor
     loaded = records.load(root=tmp_path / "runs")
     assert len(loaded) == 1 and mlflow.get_run(loaded[0]).data.tags[T.REPEAT_GROUP] == "k1"
     assert records.load(root=tmp_path / "runs") == []
+
+    def files(root):
+        return sorted(str(f.relative_to(root)) for f in root.rglob("*") if f.is_file())
+
+    # Saved back from the store it was loaded into (new run ids there, no new seed): the record as it was.
+    before = files(tmp_path / "runs")
+    records.save(root=tmp_path / "runs")
+    assert files(tmp_path / "runs") == before and (tmp_path / "runs" / "custom-synthetic" / pid).is_dir()
+    # A seed that finished in this store only: the set is exported again, with both seeds.
+    client = mlflow.MlflowClient()
+    seed8 = client.create_run(mlflow.get_run(loaded[0]).info.experiment_id, run_name="custom-seed8", tags={
+        "mlflow.parentRunId": loaded[0], T.REPEAT_GROUP: "k1", T.REPEAT_SEED: "8", T.REPEAT_SET: "custom on x"})
+    client.set_terminated(seed8.info.run_id, "FINISHED")
+    (grown,) = records.save(root=tmp_path / "runs")
+    assert seed8.info.run_id in {p.name for p in grown.iterdir()} and len(list(grown.iterdir())) == 3
+    # Saved from a store that holds none of the sets: nothing is lost.
+    (tmp_path / "empty").mkdir()
+    mlflow.set_tracking_uri(fresh_store(tmp_path / "empty", empty_store_file))
+    before = files(tmp_path / "runs")
+    records.save(root=tmp_path / "runs")
+    assert files(tmp_path / "runs") == before

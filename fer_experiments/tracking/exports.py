@@ -92,6 +92,15 @@ def _artifact_paths(client, run_id: str, path: str) -> list[str]:
     return out
 
 
+def finished_seeds(parent_run_id: str) -> set[int]:
+    """The seeds of a repeat set's parent that have a FINISHED run (what `export_runs` takes along)."""
+    from .mlflow_tracker import MlflowTracker
+
+    tracker = MlflowTracker()
+    key = tracker._existing_run(parent_run_id).data.tags.get(T.REPEAT_GROUP, "")
+    return {seed for seed, r in tracker.repeat_children(parent_run_id, key).items() if r.info.status == "FINISHED"}
+
+
 def repeat_sets(experiment: str) -> list[tuple[str, str, str]]:
     """(parent run id, run name, `fer.repeat_group`) of every repeat set in `experiment` (none if it is missing)."""
     exp = mlflow.get_experiment_by_name(experiment)
