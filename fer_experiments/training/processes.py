@@ -9,10 +9,11 @@ every process's devices and one `DataParallel` spans them all (`devices.data_par
 Each process loads the data and feeds only its shard of every global batch (`shard`): all of them
 shuffle with the same seed, so the shards partition each epoch exactly as one process with all the
 devices would split it. Process 0 is the recorder: it alone records to MLflow (or a run folder) and
-writes checkpoints; the others record nothing (`is_recorder`). A resumed run reads process 0's
-checkpoint folder on every process, so resuming over several processes needs that folder
-(`FER_CACHE_DIR`) on a filesystem they all see; `check_same` refuses, in one line, processes that
-disagree (what one of them restored, its data).
+writes checkpoints; the others record nothing (`is_recorder`). Keras's weight saving is itself a
+collective, so every process keeps its own copy of the checkpoint (`trainer.backup_dir`: process i > 0
+in `process-<i>/`), and a resumed run restores each process from its own: resume on the same machines,
+or keep `FER_CACHE_DIR` on a filesystem they share; `check_same` refuses, in one line, processes whose
+checkpoints disagree.
 
 A process that dies ends the others instead of hanging them: a collective with a dead peer fails
 (gloo on CPU: at once), and JAX's coordination service ends every process whose peer has sent no
