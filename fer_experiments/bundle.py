@@ -29,12 +29,15 @@ PACKAGE = "fer_experiments"
 
 def node_requirements(accelerator: str) -> list[str]:
     """The installed package's requirements that training on JAX with a run folder needs, and JAX."""
+    from packaging.requirements import Requirement
+
     reqs = [r for r in md.requires(PACKAGE) or [] if "extra ==" not in r]
     kept = [r.split(";")[0].strip() for r in reqs if _name(r) not in NOT_ON_THE_NODE]
-    jax = next((r.split(";")[0].strip() for r in md.requires(PACKAGE) or [] if _name(r) == "jax"), "jax")
-    spec = jax[len("jax"):].lstrip()
+    # The version range of any of the package's jax lines; its extras are the accelerator's to choose
+    # (the `gpu` extra's line is jax[cuda12], which a CPU bundle must not inherit: 3 GB of CUDA wheels).
+    jax = next((Requirement(r) for r in md.requires(PACKAGE) or [] if _name(r) == "jax"), None)
     extra = "" if accelerator == "cpu" else f"[{accelerator}]"
-    return [*kept, f"jax{extra}{spec}"]
+    return [*kept, f"jax{extra}{jax.specifier if jax else ''}"]
 
 
 def _name(requirement: str) -> str:

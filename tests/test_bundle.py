@@ -27,6 +27,7 @@ def test_a_bundle_trains_offline_without_tensorflow_or_mlflow_and_is_imported_ba
     assert (out / "data" / "data.npz").is_file() and not list(out.rglob("*.png"))  # arrays, not an image tree
     wheels = {p.name.split("-")[0].lower() for p in (out / "wheels").glob("*.whl")}
     assert {"fer_experiments", "keras", "jax", "jaxlib"} <= wheels and not wheels & {"tensorflow", "mlflow"}, wheels
+    assert not [w for w in wheels if w.startswith(("nvidia", "jax_cuda"))], wheels  # a CPU bundle: no CUDA
     # The node: no network for pip, no MLflow server, only what the bundle brings (a bare environment).
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
            "PYTHON": sys.executable, "PIP_NO_INDEX": "1", "FER_CACHE_DIR": str(tmp_path / "node-cache"),
@@ -60,3 +61,13 @@ def test_bundle_refuses_a_folder_in_use_and_an_unknown_preset_in_one_line(tmp_pa
         assert result.exit_code == 2 and result.output.startswith("error:") and words in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "new").exists() and os.listdir(tmp_path / "used") == ["notes.txt"]
+
+
+@pytest.mark.parametrize("accelerator, jax", [("cpu", "jax<"), ("cuda12", "jax[cuda12]<"), ("cuda13", "jax[cuda13]<")])
+def test_the_node_requirements_name_the_accelerators_jax_and_leave_the_tracking_stack_out(accelerator, jax):
+    from fer_experiments import bundle
+
+    reqs = bundle.node_requirements(accelerator)
+    jax_lines = [r for r in reqs if r.startswith("jax")]
+    assert len(jax_lines) == 1 and jax_lines[0].startswith(jax), reqs  # the gpu extra's cuda12 never leaks into cpu
+    assert not {bundle._name(r) for r in reqs} & {"tensorflow", "tensorflow-cpu", "mlflow", "optuna"}, reqs
