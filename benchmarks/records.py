@@ -37,10 +37,8 @@ def save(experiment: str = "fer2013", root: Path = ROOT) -> list[Path]:
     try:
         kept, held = _kept(root), {}
         for run_id, name, key in exports.repeat_sets(experiment):  # per key, the parent with the most seeds
-            seeds = exports.finished_seeds(run_id)
-            if key not in held or len(seeds) > len(held[key][2]):
-                held[key] = (run_id, name, seeds)
-        for key, (run_id, name, store_seeds) in held.items():
+            _keep_fuller(held, key, (run_id, name), exports.finished_seeds(run_id))
+        for key, ((run_id, name), store_seeds) in held.items():
             target = stage / re.sub(r"-\d+seeds", "", name)
             folder, seeds = kept.pop(key, (None, set()))
             if folder is not None and store_seeds <= seeds:
@@ -68,9 +66,14 @@ def _kept(root: Path) -> dict[str, tuple[Path, set[int]]]:
         keys = {m["tags"].get(T.REPEAT_GROUP) for m in metas if "parent_run_id" not in m} - {None}
         seeds = {int(m["tags"][T.REPEAT_SEED]) for m in metas if "parent_run_id" in m and T.REPEAT_SEED in m["tags"]}
         for key in keys:
-            if key not in out or len(seeds) > len(out[key][1]):
-                out[key] = (folder, seeds)
+            _keep_fuller(out, key, folder, seeds)
     return out
+
+
+def _keep_fuller(best: dict, key: str, what, seeds: set[int]) -> None:
+    """`best[key] = (what, seeds)` unless it holds a copy of the set with as many seeds already."""
+    if key not in best or len(seeds) > len(best[key][1]):
+        best[key] = (what, seeds)
 
 
 def load(experiment: str = "fer2013", root: Path = ROOT) -> list[str]:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import importlib.metadata as md
 import os
-import re
 import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from .errors import UserError
 
@@ -29,19 +31,26 @@ PACKAGE = "fer_experiments"
 
 def node_requirements(accelerator: str) -> list[str]:
     """The installed package's requirements that training on JAX with a run folder needs, and JAX."""
-    from packaging.requirements import Requirement
-
-    reqs = [r for r in md.requires(PACKAGE) or [] if "extra ==" not in r]
-    kept = [r.split(";")[0].strip() for r in reqs if _name(r) not in NOT_ON_THE_NODE]
+    reqs = [Requirement(r) for r in md.requires(PACKAGE) or []]
+    base = [r for r in reqs if not (r.marker and "extra" in str(r.marker))]  # no extra's lines
+    kept = [_bare(r) for r in base if _name(r) not in NOT_ON_THE_NODE]
     # The version range of any of the package's jax lines; its extras are the accelerator's to choose
     # (the `gpu` extra's line is jax[cuda12], which a CPU bundle must not inherit: 3 GB of CUDA wheels).
-    jax = next((Requirement(r) for r in md.requires(PACKAGE) or [] if _name(r) == "jax"), None)
+    jax = next((r for r in reqs if _name(r) == "jax"), None)
     extra = "" if accelerator == "cpu" else f"[{accelerator}]"
     return [*kept, f"jax{extra}{jax.specifier if jax else ''}"]
 
 
-def _name(requirement: str) -> str:
-    return re.split(r"[\s<>=!~;\[(]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+def _name(requirement: str | Requirement) -> str:
+    req = requirement if isinstance(requirement, Requirement) else Requirement(requirement)
+    return canonicalize_name(req.name)
+
+
+def _bare(req: Requirement) -> str:
+    """The requirement without its environment marker (the node's platform is the bundle's target)."""
+    bare = Requirement(str(req))
+    bare.marker = None
+    return str(bare)
 
 
 def make(data: str, out: str | os.PathLike, *, preset: str, accelerator: str = "cpu",

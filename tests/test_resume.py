@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import mlflow
@@ -112,8 +113,6 @@ def test_resume_of_a_run_that_ended_is_one_line(store, status, needle):
 
 @pytest.mark.slow
 def test_a_stopped_training_says_in_one_line_which_run_is_killed_and_how_to_continue_it(store):
-    import time
-
     proc = subprocess.Popen([sys.executable, "-m", "fer_experiments.cli", "train", "--model", "custom", "--data", DATA,
                              "--epochs", "200", "--batch_size", "32", "--diagnostics", "false"],
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, stdout=subprocess.PIPE,

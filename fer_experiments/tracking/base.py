@@ -21,7 +21,7 @@ STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
 @contextlib.contextmanager
-def ending(end: Callable[[str], None], run_id: Callable[[], str] = str) -> Iterator[None]:
+def ending(end: Callable[[str], None], run_id: Callable[[], str] | None = None) -> Iterator[None]:
     """Calls ``end(status)`` once the body is left: FINISHED, KILLED on an interrupt (Ctrl-C, or the
     SIGTERM that `MlflowTracker` turns into one), FAILED on any other exception (re-raised). The
     interrupt carries the run it ended (`stopped_run`: the innermost), for the console's last line."""
@@ -29,7 +29,7 @@ def ending(end: Callable[[str], None], run_id: Callable[[], str] = str) -> Itera
         yield
     except KeyboardInterrupt as stop:
         end("KILLED")
-        if not getattr(stop, "stopped_run", "") and run_id():
+        if run_id is not None and run_id() and not getattr(stop, "stopped_run", ""):
             stop.stopped_run = run_id()
         raise
     except BaseException:

@@ -37,8 +37,7 @@ def export_runs(run_id: str, out: str | Path, include: tuple[str, ...] = ("*",),
     run = tracker._existing_run(run_id)
     runs = [run]
     if run.data.tags.get(T.RUN_KIND) == "repeats":
-        runs += [r for r in tracker.repeat_children(run_id, run.data.tags[T.REPEAT_GROUP]).values()
-                 if r.info.status == "FINISHED"]
+        runs += list(_finished_children(tracker, run).values())
     elif run.info.status == "RUNNING":
         raise UserError(f"run {run_id} is still RUNNING: export it once it has ended (or resume and finish it)")
     out = Path(out)
@@ -92,13 +91,18 @@ def _artifact_paths(client, run_id: str, path: str) -> list[str]:
     return out
 
 
+def _finished_children(tracker, parent) -> dict:
+    """seed → the FINISHED run of a repeat set's parent (what an export takes along)."""
+    children = tracker.repeat_children(parent.info.run_id, parent.data.tags.get(T.REPEAT_GROUP, ""))
+    return {seed: r for seed, r in children.items() if r.info.status == "FINISHED"}
+
+
 def finished_seeds(parent_run_id: str) -> set[int]:
     """The seeds of a repeat set's parent that have a FINISHED run (what `export_runs` takes along)."""
     from .mlflow_tracker import MlflowTracker
 
     tracker = MlflowTracker()
-    key = tracker._existing_run(parent_run_id).data.tags.get(T.REPEAT_GROUP, "")
-    return {seed for seed, r in tracker.repeat_children(parent_run_id, key).items() if r.info.status == "FINISHED"}
+    return set(_finished_children(tracker, tracker._existing_run(parent_run_id)))
 
 
 def repeat_sets(experiment: str) -> list[tuple[str, str, str]]:
